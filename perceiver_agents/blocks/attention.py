@@ -1,0 +1,280 @@
+"""Attention building blocks: masked multi-head attention, MLP, self- and cross-attention.
+
+Shape letters used throughout:
+  B: batch size.   Q: number of query positions.   K: number of key/value positions.
+  C: channels.     H: attention heads.             D: channels per head.
+
+All blocks are pre-LayerNorm (eps 1e-5) residual blocks with biased Q/K/V/output
+projections, the scaled dot-product scale 1/sqrt(D_qk), tanh-approximate GELU in the MLP,
+and masked logits set to -1e30 (rows whose every key is masked give zeros, never NaN).
+These are the conventions of DeepMind's published Perceiver IO models, which
+`perceiver_agents.zoo` reproduces exactly.
+"""
+import math
+from typing import Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from perceiver_agents.blocks import checks
+
+
+def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
+  """LayerNorm over the channel axis with a learned scale and offset."""
+  return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
+                      name=name)(x)
+
+
+def linear(output_size: int, *, init_scale: float = 1.0,
+           with_bias: bool = True, name: Optional[str] = None) -> hk.Linear:
+  """A position-wise dense layer (a 1x1 convolution over the index axis)."""
+  return hk.Linear(output_size, with_bias=with_bias,
+                   w_init=hk.initializers.VarianceScaling(init_scale),
+                   name=name)
+
+
+def make_cross_attention_mask(query_mask: jax.Array,
+                              kv_mask: jax.Array) -> jax.Array:
+  """Builds an attention mask from per-position validity masks.
+
+  Args:
+    query_mask: [B, Q], truthy where the query position is valid.
+    kv_mask: [B, K], truthy where the key/value position is valid.
+  Returns:
+    [B, Q, K] bool, True where query q may attend to key k.
+  """
+  checks.check_rank(query_mask, 2, name='query_mask')
+  checks.check_rank(kv_mask, 2, name='kv_mask')
+  if query_mask.shape[0] != kv_mask.shape[0]:
+    raise ValueError(f'query_mask batch {query_mask.shape[0]} does not match '
+                     f'kv_mask batch {kv_mask.shape[0]}.')
+  return (query_mask.astype(bool)[:, :, None] &
+          kv_mask.astype(bool)[:, None, :])
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
+           dropout_prob: float = 0.0,
+           attention_mask: Optional[jax.Array] = None) -> jax.Array:
+  """Scaled dot-product attention over several heads.
+
+  Args:
+    q: [B, Q, H, Dqk] queries.
+    k: [B, K, H, Dqk] keys.
+    v: [B, K, H, Dv] values.
+    dropout_prob: dropout rate on the attention probabilities (needs an RNG key
+      when positive).
+    attention_mask: optional [B, Q, K], truthy where attention is allowed.
+  Returns:
+    [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero.
+  """
+  batch, q_len, heads, qk_dim = q.shape
+  v_dim = v.shape[-1]
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)  # [B, H, Q, K]
+  logits = logits * (1.0 / math.sqrt(qk_dim))
+  if attention_mask is not None:
+    # A large finite value, not -inf, keeps fully masked rows NaN-free.
+    large = 1e4 if logits.dtype == jnp.float16 else 1e30
+    logits = jnp.where(attention_mask[:, None, :, :], logits,
+                       jnp.asarray(-large, logits.dtype))
+  weights = jax.nn.softmax(logits)  # [B, H, Q, K]
+  if dropout_prob > 0:
+    weights = hk.dropout(hk.next_rng_key(), dropout_prob, weights)
+  out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)  # [B, Q, H, Dv]
+  out = jnp.reshape(out, [batch, q_len, heads * v_dim])  # [B, Q, H*Dv]
+  if attention_mask is not None:
+    # A fully masked row would otherwise get a uniform average of the values.
+    empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
+    out = jnp.where(empty_row, jnp.zeros_like(out), out)
+  return out
+
+
+class Attention(hk.Module):
+  """Multi-head attention with learned Q, K, V and output projections.
+
+  Widths default from the query input: qk_channels = C_q, v_channels = qk_channels,
+  output_channels = v_channels.
+  """
+
+  def __init__(self, *, num_heads: int = 8, init_scale: float = 1.0,
+               with_final_bias: bool = True,
+               final_init_scale_multiplier: float = 1.0,
+               dropout_prob: float = 0.0,
+               qk_channels: Optional[int] = None,
+               v_channels: Optional[int] = None,
+               output_channels: Optional[int] = None,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    checks.check_positive(num_heads, name='num_heads')
+    self._num_heads = num_heads
+    self._init_scale = init_scale
+    self._with_final_bias = with_final_bias
+    self._final_init_scale = final_init_scale_multiplier * init_scale
+    self._dropout_prob = dropout_prob
+    self._qk_channels = qk_channels
+    self._v_channels = v_channels
+    self._output_channels = output_channels
+
+  def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, *,
+               attention_mask: Optional[jax.Array] = None) -> jax.Array:
+    """Attends from `inputs_q` [B, Q, Cq] to `inputs_kv` [B, K, Ckv].
+
+    `attention_mask` is an optional [B, Q, K] mask. Returns [B, Q, output_channels].
+    """
+    checks.check_rank(inputs_q, 3, name='inputs_q')
+    checks.check_rank(inputs_kv, 3, name='inputs_kv')
+    batch, q_len, _ = inputs_q.shape
+    kv_batch, kv_len, _ = inputs_kv.shape
+    if kv_batch != batch:
+      raise ValueError(f'inputs_kv batch {kv_batch} does not match inputs_q '
+                       f'batch {batch}.')
+    if attention_mask is not None:
+      checks.check_mask(attention_mask, (batch, q_len, kv_len),
+                        name='attention_mask')
+    qk_channels = self._qk_channels or inputs_q.shape[-1]
+    v_channels = self._v_channels or qk_channels
+    output_channels = self._output_channels or v_channels
+    checks.check_divisible(qk_channels, self._num_heads, name='qk_channels')
+    checks.check_divisible(v_channels, self._num_heads, name='v_channels')
+    heads = self._num_heads
+
+    q = linear(qk_channels, init_scale=self._init_scale)(inputs_q)  # [B, Q, Cqk]
+    k = linear(qk_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cqk]
+    v = linear(v_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cv]
+    q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
+    k = jnp.reshape(k, [batch, kv_len, heads, qk_channels // heads])
+    v = jnp.reshape(v, [batch, kv_len, heads, v_channels // heads])
+    out = attend(q, k, v, dropout_prob=self._dropout_prob,
+                 attention_mask=attention_mask)  # [B, Q, Cv]
+    return linear(output_channels, with_bias=self._with_final_bias,
+                  init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
+
+
+class MLP(hk.Module):
+  """Transformer feed-forward block: Linear(widening * C) -> GELU -> Linear(C)."""
+
+  def __init__(self, *, widening_factor: int = 4, dropout_prob: float = 0.0,
+               init_scale: float = 1.0, name: Optional[str] = None):
+    super().__init__(name=name)
+    checks.check_positive(widening_factor, name='widening_factor')
+    self._widening_factor = widening_factor
+    self._dropout_prob = dropout_prob
+    self._init_scale = init_scale
+
+  def __call__(self, x: jax.Array, *, is_training: bool) -> jax.Array:
+    """Maps [B, N, C] to [B, N, C]."""
+    channels = x.shape[-1]
+    x = linear(self._widening_factor * channels, init_scale=self._init_scale)(x)
+    x = jax.nn.gelu(x)  # tanh approximation, as published
+    x = linear(channels, init_scale=self._init_scale)(x)
+    if is_training and self._dropout_prob > 0:
+      x = hk.dropout(hk.next_rng_key(), self._dropout_prob, x)
+    return x
+
+
+def _dropout(x: jax.Array, rate: float, is_training: bool) -> jax.Array:
+  if is_training and rate > 0:
+    return hk.dropout(hk.next_rng_key(), rate, x)
+  return x
+
+
+class SelfAttention(hk.Module):
+  """Pre-LayerNorm self-attention followed by an MLP, each with a residual."""
+
+  def __init__(self, *, widening_factor: int = 4, dropout_prob: float = 0.0,
+               attention_dropout_prob: float = 0.0, num_heads: int = 8,
+               att_init_scale: float = 1.0, dense_init_scale: float = 1.0,
+               qk_channels: Optional[int] = None,
+               v_channels: Optional[int] = None,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    checks.check_positive(num_heads, name='num_heads')
+    self._widening_factor = widening_factor
+    self._dropout_prob = dropout_prob
+    self._attention_dropout_prob = attention_dropout_prob
+    self._num_heads = num_heads
+    self._att_init_scale = att_init_scale
+    self._dense_init_scale = dense_init_scale
+    self._qk_channels = qk_channels
+    self._v_channels = v_channels
+
+  def __call__(self, inputs: jax.Array, *, is_training: bool,
+               attention_mask: Optional[jax.Array] = None) -> jax.Array:
+    """Maps [B, N, C] to [B, N, C]; `attention_mask` is an optional [B, N, N]."""
+    checks.check_rank(inputs, 3, name='inputs')
+    channels = inputs.shape[-1]
+    checks.check_divisible(self._qk_channels or channels, self._num_heads,
+                           name='qk_channels' if self._qk_channels
+                           else 'inputs channels')
+    qkv = layer_norm(inputs)
+    attention = Attention(
+        num_heads=self._num_heads, init_scale=self._att_init_scale,
+        qk_channels=self._qk_channels, v_channels=self._v_channels,
+        output_channels=channels,
+        dropout_prob=self._attention_dropout_prob if is_training else 0.0,
+    )(qkv, qkv, attention_mask=attention_mask)
+    x = inputs + _dropout(attention, self._dropout_prob, is_training)
+    x = x + MLP(widening_factor=self._widening_factor,
+                dropout_prob=self._dropout_prob,
+                init_scale=self._dense_init_scale)(
+                    layer_norm(x), is_training=is_training)
+    return x
+
+
+class CrossAttention(hk.Module):
+  """Pre-LayerNorm cross-attention followed by an MLP.
+
+  The output has the query's width. `shape_for_attn` picks whether the default
+  Q/K width follows the query ('q') or the key/value input ('kv');
+  `use_query_residual` adds the query back to the attention output (turn it off when
+  queries and outputs mean different things, e.g. positions in, pixels out).
+  """
+
+  def __init__(self, *, widening_factor: int = 1, dropout_prob: float = 0.0,
+               attention_dropout_prob: float = 0.0, num_heads: int = 8,
+               att_init_scale: float = 1.0, dense_init_scale: float = 1.0,
+               shape_for_attn: str = 'kv', use_query_residual: bool = True,
+               qk_channels: Optional[int] = None,
+               v_channels: Optional[int] = None,
+               name: Optional[str] = None):
+    super().__init__(name=name)
+    checks.check_choice(shape_for_attn, ('q', 'kv'), name='shape_for_attn')
+    checks.check_positive(num_heads, name='num_heads')
+    self._widening_factor = widening_factor
+    self._dropout_prob = dropout_prob
+    self._attention_dropout_prob = attention_dropout_prob
+    self._num_heads = num_heads
+    self._att_init_scale = att_init_scale
+    self._dense_init_scale = dense_init_scale
+    self._shape_for_attn = shape_for_attn
+    self._use_query_residual = use_query_residual
+    self._qk_channels = qk_channels
+    self._v_channels = v_channels
+
+  def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, *,
+               is_training: bool,
+               attention_mask: Optional[jax.Array] = None) -> jax.Array:
+    """Maps queries [B, Q, Cq] and inputs [B, K, Ckv] to [B, Q, Cq]."""
+    checks.check_rank(inputs_q, 3, name='inputs_q')
+    checks.check_rank(inputs_kv, 3, name='inputs_kv')
+    output_channels = inputs_q.shape[-1]
+    source = inputs_q if self._shape_for_attn == 'q' else inputs_kv
+    qk_channels = self._qk_channels or source.shape[-1]
+    checks.check_divisible(
+        qk_channels, self._num_heads,
+        name='qk_channels' if self._qk_channels else
+        f'{"inputs_q" if self._shape_for_attn == "q" else "inputs_kv"} channels')
+    attention = Attention(
+        num_heads=self._num_heads, init_scale=self._att_init_scale,
+        dropout_prob=self._attention_dropout_prob if is_training else 0.0,
+        qk_channels=qk_channels, v_channels=self._v_channels,
+        output_channels=output_channels,
+    )(layer_norm(inputs_q), layer_norm(inputs_kv),
+      attention_mask=attention_mask)  # [B, Q, Cq]
+    attention = _dropout(attention, self._dropout_prob, is_training)
+    x = inputs_q + attention if self._use_query_residual else attention
+    x = x + MLP(widening_factor=self._widening_factor,
+                dropout_prob=self._dropout_prob,
+                init_scale=self._dense_init_scale)(
+                    layer_norm(x), is_training=is_training)
+    return x

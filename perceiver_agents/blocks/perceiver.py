@@ -1,0 +1,173 @@
+"""The Perceiver encoder (cross-attend into latents, then latent self-attention) and the
+Perceiver wrapper (preprocessor -> encoder -> decoder -> postprocessor).
+
+Shape letters: B batch, N input positions, C input channels, M latents, D latent
+channels, O output queries, E query channels.
+"""
+from typing import Any, Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from perceiver_agents.blocks import checks
+from perceiver_agents.blocks.attention import CrossAttention
+from perceiver_agents.blocks.attention import make_cross_attention_mask
+from perceiver_agents.blocks.attention import SelfAttention
+from perceiver_agents.blocks.position import TrainablePositionEncoding
+
+
+class PerceiverEncoder(hk.Module):
+  """Cross-attends inputs into a learned latent array, then self-attends the latents.
+
+  The latent stack is `num_blocks` applications of one block of
+  `num_self_attends_per_block` self-attention layers, whose weights are shared across
+  blocks (num_blocks=1 means no sharing).
+
+  Perceiver IO cross-attends once. The original Perceiver cross-attends again before
+  every block (`cross_attend_every_block=True`); the repeated cross-attends reuse the
+  first one's weights when `share_cross_attend_weights` (default), or each block gets
+  its own cross-attention otherwise.
+  """
+
+  def __init__(self, *, num_self_attends_per_block: int = 6,
+               num_blocks: int = 8, z_index_dim: int = 512,
+               num_z_channels: int = 1024,
+               qk_channels: Optional[int] = None,
+               v_channels: Optional[int] = None,
+               num_cross_attend_heads: int = 1,
+               num_self_attend_heads: int = 8,
+               cross_attend_widening_factor: int = 1,
+               self_attend_widening_factor: int = 1,
+               dropout_prob: float = 0.0,
+               attention_dropout_prob: float = 0.0,
+               z_pos_enc_init_scale: float = 0.02,
+               cross_attention_shape_for_attn: str = 'kv',
+               use_query_residual: bool = True,
+               cross_attend_every_block: bool = False,
+               share_cross_attend_weights: bool = True,
+               name: str = 'perceiver_encoder'):
+    super().__init__(name=name)
+    for arg, value in (('num_self_attends_per_block', num_self_attends_per_block),
+                       ('num_blocks', num_blocks), ('z_index_dim', z_index_dim),
+                       ('num_z_channels', num_z_channels)):
+      checks.check_positive(value, name=arg)
+    checks.check_divisible(num_z_channels, num_self_attend_heads,
+                           name='num_z_channels',
+                           heads_name='num_self_attend_heads')
+    checks.check_divisible(num_z_channels, num_cross_attend_heads,
+                           name='num_z_channels',
+                           heads_name='num_cross_attend_heads')
+    self._num_blocks = num_blocks
+    self._cross_attend_every_block = cross_attend_every_block
+    self.z_pos_enc = TrainablePositionEncoding(
+        index_dim=z_index_dim, num_channels=num_z_channels,
+        init_scale=z_pos_enc_init_scale)
+
+    def make_cross_attend():
+      return CrossAttention(
+          dropout_prob=dropout_prob,
+          attention_dropout_prob=attention_dropout_prob,
+          num_heads=num_cross_attend_heads,
+          widening_factor=cross_attend_widening_factor,
+          shape_for_attn=cross_attention_shape_for_attn,
+          qk_channels=qk_channels, v_channels=v_channels,
+          use_query_residual=use_query_residual)
+
+    self.cross_attend = make_cross_attend()
+    self.self_attends = [
+        SelfAttention(num_heads=num_self_attend_heads,
+                      dropout_prob=dropout_prob,
+                      attention_dropout_prob=attention_dropout_prob,
+                      qk_channels=qk_channels, v_channels=v_channels,
+                      widening_factor=self_attend_widening_factor)
+        for _ in range(num_self_attends_per_block)]
+    self.cross_attends = [self.cross_attend]
+    if cross_attend_every_block:
+      for _ in range(num_blocks - 1):
+        self.cross_attends.append(self.cross_attend if share_cross_attend_weights
+                                  else make_cross_attend())
+
+  def latents(self, inputs: jax.Array) -> jax.Array:
+    """The initial latent array [B, M, D] for a batch of `inputs` [B, ...]."""
+    return self.z_pos_enc(batch_size=inputs.shape[0])
+
+  def __call__(self, inputs: jax.Array, z: jax.Array, *, is_training: bool,
+               input_mask: Optional[jax.Array] = None) -> jax.Array:
+    """Encodes `inputs` [B, N, C] into latents, starting from `z` [B, M, D].
+
+    `input_mask` [B, N] is truthy where an input position is valid. Returns [B, M, D].
+    """
+    checks.check_rank(inputs, 3, name='inputs')
+    checks.check_rank(z, 3, name='z')
+    attention_mask = None
+    if input_mask is not None:
+      checks.check_mask(input_mask, inputs.shape[:2], name='input_mask')
+      attention_mask = make_cross_attention_mask(
+          jnp.ones(z.shape[:2], dtype=bool), input_mask)  # [B, M, N]
+    for block in range(self._num_blocks):
+      if block == 0 or self._cross_attend_every_block:
+        z = self.cross_attends[block](z, inputs, is_training=is_training,
+                                      attention_mask=attention_mask)
+      for self_attend in self.self_attends:
+        z = self_attend(z, is_training=is_training)
+    return z
+
+
+class Perceiver(hk.Module):
+  """Perceiver IO: preprocessor -> encoder -> decoder -> postprocessor.
+
+  The preprocessor maps a raw modality to [B, N, C] (flattening index dims and adding
+  positions); the decoder makes output queries [B, O, E] and cross-attends them into
+  the latents; the postprocessor maps decoder outputs to the task's outputs.
+  """
+
+  def __init__(self, *, encoder: PerceiverEncoder, decoder: hk.Module,
+               input_preprocessor: Optional[hk.Module] = None,
+               output_postprocessor: Optional[hk.Module] = None,
+               name: str = 'perceiver'):
+    super().__init__(name=name)
+    self._encoder = encoder
+    self._decoder = decoder
+    self._input_preprocessor = input_preprocessor
+    self._output_postprocessor = output_postprocessor
+
+  def __call__(self, inputs: Any, *, is_training: bool,
+               subsampled_output_points: Optional[Any] = None,
+               pos: Optional[jax.Array] = None,
+               input_mask: Optional[jax.Array] = None,
+               query_mask: Optional[jax.Array] = None) -> Any:
+    """Runs the model.
+
+    Args:
+      inputs: the raw input for the preprocessor, or [B, N, C] without one.
+      is_training: enables dropout and batch-norm statistics updates.
+      subsampled_output_points: optional flat output indices to decode (an int
+        array, or a dict of them per modality for multimodal decoders).
+      pos: optional positions for the preprocessor's position encoding.
+      input_mask: optional [B, N], truthy for valid input positions.
+      query_mask: optional [B, O], truthy for valid output queries.
+    Returns:
+      The decoder output, passed through the postprocessor if there is one.
+    """
+    modality_sizes, inputs_without_pos = None, None
+    if self._input_preprocessor is not None:
+      inputs, modality_sizes, inputs_without_pos = self._input_preprocessor(
+          inputs, pos=pos, is_training=is_training)
+    checks.check_rank(inputs, 3, name='inputs (after preprocessing)')
+    latents = self._encoder.latents(inputs)  # [B, M, D]
+    query = self._decoder.decoder_query(
+        inputs, modality_sizes=modality_sizes,
+        inputs_without_pos=inputs_without_pos,
+        subsampled_points=subsampled_output_points)  # [B, O, E]
+    z = self._encoder(inputs, latents, is_training=is_training,
+                      input_mask=input_mask)  # [B, M, D]
+    outputs = self._decoder(query, z, is_training=is_training,
+                            query_mask=query_mask)
+    if self._output_postprocessor is not None:
+      sizes = (self._decoder.output_modality_sizes(subsampled_output_points)
+               or modality_sizes)
+      outputs = self._output_postprocessor(outputs, is_training=is_training,
+                                           modality_sizes=sizes)
+    return outputs
+
