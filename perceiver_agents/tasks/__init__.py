@@ -1,0 +1,25 @@
+"""Task registry: name -> module with get_config() and build(config) (see tasks/base.py)."""
+
+import difflib
+import importlib
+import types
+
+from perceiver_agents.tasks.base import Task
+
+_TASKS = {
+    'digits': 'perceiver_agents.tasks.digits',
+    'toy': 'perceiver_agents.tasks.toy',
+}
+
+
+def names() -> list[str]:
+  return sorted(_TASKS)
+
+
+def get(name: str) -> types.ModuleType:
+  """The module of task `name` (imported on first use)."""
+  if name not in _TASKS:
+    close = difflib.get_close_matches(name, _TASKS, n=3)
+    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    raise ValueError(f'task: unknown task {name!r}; known tasks: {names()}.{hint}')
+  return importlib.import_module(_TASKS[name])
