@@ -251,10 +251,8 @@ def save_params(path: str | os.PathLike[str], params: Mapping[str, Mapping[str, 
       numeric array (object arrays and bfloat16 cannot be stored; cast to float32).
   """
   path_str = os.fspath(path)
-  arrays: dict[str, np.ndarray] = {}
-  trees = {'params': params} if state is None else {'params': params, 'state': state}
-  for section, tree in trees.items():
-    arrays.update(_flatten_two_level(tree, section=section))
+  arrays = {**_flatten_two_level(params, section='params'),
+            **_flatten_two_level(state or {}, section='state')}
 
   directory = os.path.dirname(os.path.abspath(path_str))
   if not os.path.isdir(directory):
