@@ -261,6 +261,7 @@ PUBLISHED = {
                      final_project=False, use_query_residual=False,
                      trainable_position_encoding_kwargs=dict(num_channels=768)))),
     'imagenet_learned_position_encoding': ('imagenet_perceiver', dict(
+        num_classes=1000,
         input_preprocessor=dict(
             position_encoding_type='trainable',
             trainable_position_encoding_kwargs=dict(init_scale=0.02,
@@ -270,6 +271,7 @@ PUBLISHED = {
         encoder=_encoder(),
         decoder=dict(_IMAGENET_DECODER, use_query_residual=False))),
     'imagenet_fourier_position_encoding': ('imagenet_perceiver', dict(
+        num_classes=1000,
         input_preprocessor=dict(
             position_encoding_type='fourier',
             fourier_position_encoding_kwargs=dict(
@@ -279,6 +281,7 @@ PUBLISHED = {
         encoder=_encoder(),
         decoder=dict(_IMAGENET_DECODER, use_query_residual=True))),
     'imagenet_conv_preprocessing': ('imagenet_perceiver', dict(
+        num_classes=1000,
         input_preprocessor=dict(
             position_encoding_type='fourier',
             fourier_position_encoding_kwargs=dict(

@@ -1,0 +1,169 @@
+"""The zoo computes DeepMind's published functions and loads their checkpoint files.
+
+Fixtures in tests/fixtures/conformance are copies of shared/conformance's vectors:
+parameters recorded from the released models (perturbed so no output is trivial),
+their inputs and outputs, and the full-size parameter trees.
+"""
+import json
+import os
+import pathlib
+import pickle
+
+import jax
+import numpy as np
+import pytest
+
+from perceiver_agents import zoo
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'conformance'
+SMALL = json.loads((FIXTURES / 'small_cases.json').read_text())
+FULL = json.loads((FIXTURES / 'full_param_trees.json').read_text())
+
+
+def _two_level(arrays, prefix):
+  tree = {}
+  for key, value in arrays.items():
+    if key.startswith(prefix):
+      module, _, name = key[len(prefix):].rpartition('/')
+      tree.setdefault(module, {})[name] = value
+  return tree
+
+
+def _inputs(arrays):
+  x = {}
+  for key, value in arrays.items():
+    if key.startswith('inputs/'):
+      *outer, last = key.split('/')[1:]
+      (x.setdefault(outer[0], {}) if outer else x)[last] = value
+  return x
+
+
+def _shapes(tree):
+  return {f'{m}/{n}': list(np.shape(v)) for m, d in tree.items()
+          for n, v in d.items()}
+
+
+def _case(name):
+  case = SMALL[name]
+  arrays = dict(np.load(FIXTURES / f'{name}.npz'))
+  return (case, _two_level(arrays, 'params/'), _two_level(arrays, 'state/'),
+          _inputs(arrays), arrays)
+
+
+def _apply(case, params, state, x):
+  f = getattr(zoo, case['builder'])(**case['kwargs'])
+  key = jax.random.PRNGKey(case['seed'])
+  if case['with_state']:
+    return f.apply(params, state, key, **x, is_training=False)[0]
+  return f.apply(params, key, **x, is_training=False)
+
+
+def _relative_error(got, want):
+  got = np.asarray(got, np.float64)
+  return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
+
+
+@pytest.mark.parametrize('name', sorted(SMALL))
+def test_small_model_matches_published_outputs(name):
+  case, params, state, x, arrays = _case(name)
+  f = getattr(zoo, case['builder'])(**case['kwargs'])
+  init = jax.eval_shape(
+      lambda: f.init(jax.random.PRNGKey(0), **x, is_training=True))
+  got_params, got_state = init if case['with_state'] else (init, {})
+  assert _shapes(got_params) == _shapes(params)
+  assert _shapes(got_state) == _shapes(state)
+
+  y = _apply(case, params, state, x)
+  y = y if isinstance(y, dict) else {'out': y}
+  assert sorted(y) == sorted(case['outputs'])
+  for key, shape in case['outputs'].items():
+    assert list(y[key].shape) == shape
+    assert _relative_error(y[key], arrays[f'outputs/{key}']) < 1e-4, key
+
+
+def _full_size_inputs(name, kwargs):
+  if name == 'language_perceiver':
+    t = kwargs['max_seq_len']
+    return dict(inputs=np.zeros((1, t), np.int32),
+                input_mask=np.ones((1, t), bool))
+  if name.startswith('imagenet'):
+    return dict(images=np.zeros((1, 224, 224, 3), np.float32))
+  if name == 'optical_flow':
+    return dict(images=np.zeros((1, 2, *kwargs['train_size'], 3), np.float32))
+  t, s = kwargs['num_frames'], kwargs['image_size']
+  return dict(
+      images=np.zeros((1, t, s, s, 3), np.float32),
+      audio=np.zeros((1, t * kwargs['audio_samples_per_frame'], 1), np.float32),
+      subsampling=dict(image=np.arange(64, dtype=np.int32),
+                       audio=np.arange(16, dtype=np.int32)))
+
+
+@pytest.mark.parametrize('name', sorted(FULL))
+def test_full_size_parameter_tree(name):
+  case = FULL[name]
+  builder, kwargs = zoo.PUBLISHED[name]
+  assert builder == case['builder']
+  f = zoo.build(name)
+  x = _full_size_inputs(name, case['kwargs'])
+  init = jax.eval_shape(lambda: f.init(jax.random.PRNGKey(0), **x,
+                                       is_training=True))
+  params = init[0] if isinstance(init, tuple) else init
+  assert _shapes(params) == case['params']
+  assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params)) == (
+      case['num_params'])
+
+
+def test_published_configs_are_the_recorded_ones():
+  for name, case in FULL.items():
+    builder, kwargs = zoo.PUBLISHED[name]
+    assert json.loads(json.dumps(kwargs)) == case['kwargs'], name
+
+
+@pytest.mark.parametrize('name', ['language_perceiver',
+                                  'imagenet_conv_preprocessing'])
+def test_released_checkpoint_file_loads_and_gives_published_outputs(
+    name, tmp_path):
+  case, params, state, x, arrays = _case(name)
+  # A released file is a pickle of nested dicts of numpy arrays; the ImageNet ones
+  # hold {'params', 'state'}.
+  payload = {'params': params, 'state': state} if case['with_state'] else params
+  path = tmp_path / f'{name}.pystate'
+  path.write_bytes(pickle.dumps(payload))
+  loaded = zoo.load_checkpoint(path)
+  if case['with_state']:
+    loaded_params, loaded_state = loaded['params'], loaded['state']
+  else:
+    loaded_params, loaded_state = loaded, {}
+  y = _apply(case, loaded_params, loaded_state, x)
+  assert _relative_error(y, arrays['outputs/out']) < 1e-4
+
+
+class _RunsACommand:
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f'touch {self.marker}',))
+
+
+def test_checkpoint_that_would_run_a_command_is_refused(tmp_path):
+  marker = tmp_path / 'pwned'
+  path = tmp_path / 'evil.pystate'
+  path.write_bytes(pickle.dumps({'encoder': {'w': _RunsACommand(marker)}}))
+  with pytest.raises(ValueError, match='system'):
+    zoo.load_checkpoint(path)
+  assert not marker.exists()
+
+
+def test_unknown_published_name_is_a_clear_error():
+  with pytest.raises(ValueError, match='model name'):
+    zoo.build('imagenet_resnet')
+
+
+def test_language_model_rejects_wrong_length():
+  case, params, _, x, _ = _case('language_perceiver')
+  f = zoo.language_perceiver(**case['kwargs'])
+  short = {k: v[:, :8] for k, v in x.items()}
+  with pytest.raises(ValueError, match='max_seq_len'):
+    f.apply(params, None, **short)
