@@ -3,6 +3,7 @@
     perceiver-agents train TASK --workdir DIR [--config.a.b=VALUE ...] [--distributed]
     perceiver-agents eval TASK --workdir DIR [--config.a.b=VALUE ...] [--distributed]
     perceiver-agents list
+    perceiver-agents predict|generate TASK ARGS...   (tasks that define them)
 
 `train` resumes from the latest checkpoint in DIR if there is one. `eval` reuses the
 overrides the run was trained with (recorded in DIR/run.json) unless given new ones.
@@ -75,7 +76,33 @@ def _list() -> int:
   return 0
 
 
+# Task-specific commands: `perceiver-agents COMMAND TASK ARGS...` runs the task module's
+# function of that name, `COMMAND(args: list[str]) -> int`, which parses ARGS itself
+# (e.g. `predict mlm --checkpoint PATH --text ...`, `generate byte_lm --prompt ...`).
+TASK_COMMANDS = ('predict', 'generate')
+
+
+def _task_command(command: str, argv: Sequence[str]) -> int:
+  if not argv or argv[0].startswith('-'):
+    print(f'perceiver-agents: error: usage: perceiver-agents {command} TASK ...',
+          file=sys.stderr)
+    return 2
+  try:
+    module = tasks.get(argv[0])
+    if not hasattr(module, command):
+      with_it = [n for n in tasks.names() if hasattr(tasks.get(n), command)]
+      raise ValueError(f'task: {argv[0]!r} has no {command!r} command; tasks with '
+                       f'one: {with_it}.')
+    return getattr(module, command)(list(argv[1:]))
+  except ValueError as e:
+    print(f'perceiver-agents: error: {e}', file=sys.stderr)
+    return 2
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] in TASK_COMMANDS:
+    return _task_command(argv[0], argv[1:])
   parser = _parser()
   args, extra = parser.parse_known_args(argv)
   if args.command == 'list':
