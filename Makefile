@@ -24,6 +24,8 @@ $(VENV)/bin/python:
 # Order-only on the interpreter: creating the venv alone must not count as "changed".
 $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
+	# tf-keras for rlax's tensorflow-probability, without a second TensorFlow (pyproject).
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -c constraints.txt --no-deps tf-keras
 	touch $@
 
 demo: venv
