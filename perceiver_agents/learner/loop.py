@@ -6,8 +6,9 @@ A task (see perceiver_agents.tasks.base.Task) hands the loop
   metrics       (outputs, batch) -> {name: per-example values [B]}
   train_batch   step -> the global numpy batch of that step (deterministic in seed and step)
   eval_batches  batch_size -> iterable of numpy batches of at most batch_size examples
-and the loop knows nothing else about it. Because data and randomness are functions of the
-step, a run restored from the checkpoint of step s continues exactly as if never stopped.
+and the loop knows nothing else about it (an RL task may add `acting_batch`, see
+tasks/base.py). Because data and randomness are functions of the step, a run restored
+from the checkpoint of step s continues exactly as if never stopped.
 """
 
 import os
@@ -244,7 +245,9 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
     with _StopSignals() as stop:
       t_log, steps_since_log = time.perf_counter(), 0
       while step < total and stop.received is None:
-        batch = sharding_lib.global_batch_to_device(task.train_batch(step), programs.mesh)
+        acting = getattr(task, 'acting_batch', None)
+        host_batch = acting(step, ts.params) if acting else task.train_batch(step)
+        batch = sharding_lib.global_batch_to_device(host_batch, programs.mesh)
         ts, scalars = programs.update(ts, batch)
         pending.append((step, scalars))
         step += 1

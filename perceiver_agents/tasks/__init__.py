@@ -7,6 +7,7 @@ import types
 from perceiver_agents.tasks.base import Task
 
 _TASKS = {
+    'agent': 'perceiver_agents.tasks.agent',
     'digits': 'perceiver_agents.tasks.digits',
     'toy': 'perceiver_agents.tasks.toy',
 }

@@ -1,0 +1,64 @@
+"""bsuite environments (e.g. catch/0) as agent environments.
+
+A 2-D observation becomes 'spatial' [H, W, 1], a 1-D one 'scalars'; the discrete action
+is the action type ('function'), without arguments.
+"""
+
+from typing import Mapping
+
+import dm_env
+import numpy as np
+
+from perceiver_agents.agents.specs import ActionSpec, EnvSpec
+
+
+def observation_key(shape: tuple, *, where: str) -> str:
+  if len(shape) == 1:
+    return 'scalars'
+  if len(shape) in (2, 3):
+    return 'spatial'
+  raise ValueError(f'{where}: observations of rank 1 to 3 are supported, got shape {shape}.')
+
+
+def to_agent_observation(obs: np.ndarray, key: str) -> dict:
+  obs = np.asarray(obs, np.float32)
+  if key == 'spatial' and obs.ndim == 2:
+    obs = obs[..., None]
+  return {key: obs}
+
+
+class BsuiteEnv(dm_env.Environment):
+  """bsuite.load_from_id(bsuite_id), with dict observations and actions."""
+
+  def __init__(self, bsuite_id: str = 'catch/0', *, seed: int = 0):
+    import bsuite  # pylint: disable=g-import-not-at-top
+    try:
+      self._env = bsuite.load_from_id(bsuite_id)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'env: cannot load bsuite id {bsuite_id!r} ({e}).') from None
+    # bsuite seeds from its id; reseed the generator it exposes, where there is one.
+    if hasattr(self._env, '_rng'):
+      self._env._rng = np.random.RandomState(seed)  # pylint: disable=protected-access
+    obs_spec = self._env.observation_spec()
+    self._key = observation_key(tuple(obs_spec.shape), where=f'env bsuite:{bsuite_id}')
+    shape = tuple(obs_spec.shape) + ((1,) if len(obs_spec.shape) == 2 else ())
+    self._spec = EnvSpec(observation={self._key: (shape, np.float32)},
+                         action=ActionSpec(num_functions=self._env.action_spec().num_values))
+
+  def env_spec(self) -> EnvSpec:
+    return self._spec
+
+  def _convert(self, ts: dm_env.TimeStep) -> dm_env.TimeStep:
+    return ts._replace(observation=to_agent_observation(ts.observation, self._key))
+
+  def reset(self) -> dm_env.TimeStep:
+    return self._convert(self._env.reset())
+
+  def step(self, action: Mapping[str, int]) -> dm_env.TimeStep:
+    return self._convert(self._env.step(int(action['function'])))
+
+  def observation_spec(self):
+    return self._env.observation_spec()
+
+  def action_spec(self):
+    return self._env.action_spec()
