@@ -1,0 +1,60 @@
+"""What task-specific commands (predict, generate) need from a training workdir.
+
+    config = run_config(module, workdir, overrides)   # the run's config, as trained
+    params, state = restore(model, config, workdir, sample_batch)   # latest checkpoint
+
+No data set is needed: the train state's layout comes from the model and a sample batch.
+"""
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import haiku as hk
+import jax
+import ml_collections
+
+from perceiver_agents.learner import checkpoint as checkpoint_lib
+from perceiver_agents.learner import optim
+from perceiver_agents.learner import sharding as sharding_lib
+from perceiver_agents.learner import update as update_lib
+from perceiver_agents.learner.config import apply_overrides
+from perceiver_agents.learner.loop import CHECKPOINT_DIR
+
+RUN_FILE = 'run.json'  # Written by `perceiver-agents train` (cli.RUN_FILE).
+
+
+def is_workdir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
+
+
+def run_config(module: Any, workdir: str,
+               overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """module.get_config() with the run's recorded overrides, then `overrides` on top."""
+  recorded = []
+  run_file = os.path.join(workdir, RUN_FILE)
+  if os.path.exists(run_file):
+    with open(run_file) as f:
+      recorded = json.load(f).get('overrides', [])
+  return apply_overrides(module.get_config(), list(recorded) + list(overrides))
+
+
+def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
+            workdir: str, sample_batch: Mapping[str, Any]) -> tuple[Any, Any]:
+  """(params, state) of the latest checkpoint in `workdir`, on the default device."""
+  if not is_workdir(workdir):
+    raise ValueError(f'--checkpoint: {workdir} has no {CHECKPOINT_DIR}/ folder; '
+                     f'train first or pass a params file.')
+  optimizer, _ = optim.make_optimizer(config, total_steps=config.train.steps)
+  init = update_lib.make_init_fn(model, optimizer)
+  shapes = jax.eval_shape(init, jax.random.PRNGKey(0), sample_batch)
+  rep = sharding_lib.replicated(sharding_lib.make_mesh(jax.devices()[:1]))
+  shardings = jax.tree.map(lambda _: rep, shapes)
+  checkpoints = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
+  try:
+    if checkpoints.latest_step() is None:
+      raise ValueError(f'--checkpoint: no checkpoint in {checkpoints.directory}.')
+    ts = checkpoints.restore(checkpoint_lib.abstract_target(shapes, shardings))
+  finally:
+    checkpoints.close()
+  return ts.params, ts.state
