@@ -276,21 +276,32 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
       writer.close()
 
 
-def evaluate(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
-             mesh: Optional[jax.sharding.Mesh] = None) -> tuple[int, dict]:
-  """Evaluates the latest checkpoint in `workdir`; returns (step, metrics)."""
-  programs = build_programs(task, config, mesh)
+def load_state(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
+               programs: Optional[Programs] = None,
+               step: Optional[int] = None) -> tuple[Programs, TrainState]:
+  """Restores checkpoint `step` (default: latest) of `workdir` onto the current mesh.
+
+  The checkpoint may come from a run on another number of devices.
+  """
+  programs = build_programs(task, config) if programs is None else programs
   checkpoints = checkpoint_lib.Checkpointer(
       os.path.join(workdir, CHECKPOINT_DIR), keep=config.checkpoint.keep)
   try:
-    step = checkpoints.latest_step()
-    if step is None:
+    if checkpoints.latest_step() is None:
       raise ValueError(f'workdir: no checkpoint in {checkpoints.directory}; train first.')
     ts = checkpoints.restore(
         checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
   finally:
     checkpoints.close()
-  return step, run_eval(task, config, programs, ts)
+  return programs, ts
+
+
+def evaluate(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
+             mesh: Optional[jax.sharding.Mesh] = None) -> tuple[int, dict]:
+  """Evaluates the latest checkpoint in `workdir`; returns (step, metrics)."""
+  programs, ts = load_state(task, config, workdir,
+                            programs=build_programs(task, config, mesh))
+  return int(ts.step), run_eval(task, config, programs, ts)
 
 
 def _format(metrics: Mapping[str, float]) -> str:

@@ -13,7 +13,8 @@ NO_DECAY_PATTERNS = ('pos_emb', 'position', 'layer_norm', 'layernorm')
 
 def make_schedule(*, learning_rate: float, schedule: str, warmup_steps: int,
                   total_steps: int, end_learning_rate_factor: float = 0.0) -> optax.Schedule:
-  """Linear warmup from 0 to `learning_rate`, then constant or cosine decay.
+  """Linear warmup from 0 to `learning_rate`, then constant, cosine decay, or flat for half
+  the remaining steps and cosine decay over the other half ('flat_cosine').
 
   `total_steps` counts optimizer updates (loop steps / accumulate_steps).
   """
@@ -27,9 +28,16 @@ def make_schedule(*, learning_rate: float, schedule: str, warmup_steps: int,
     main = optax.cosine_decay_schedule(
         init_value=learning_rate, decay_steps=max(1, total_steps - warmup_steps),
         alpha=end_learning_rate_factor)
+  elif schedule == 'flat_cosine':  # Flat for half the steps, then cosine (Perceiver IO).
+    flat = max(1, (total_steps - warmup_steps) // 2)
+    main = optax.join_schedules([
+        optax.constant_schedule(learning_rate),
+        optax.cosine_decay_schedule(
+            init_value=learning_rate, decay_steps=max(1, total_steps - warmup_steps - flat),
+            alpha=end_learning_rate_factor)], boundaries=[flat])
   else:
-    raise ValueError(
-        f"optimizer.schedule must be 'cosine' or 'constant', got {schedule!r}.")
+    raise ValueError(f"optimizer.schedule must be 'cosine', 'flat_cosine' or 'constant', "
+                     f'got {schedule!r}.')
   if warmup_steps == 0:
     return main
   warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)

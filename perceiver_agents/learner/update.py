@@ -72,7 +72,7 @@ def make_update_fn(model: hk.TransformedWithState, loss_fn: Callable, metrics_fn
         ts.params, ts.state, rng, batch)
     updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
     params = optax.apply_updates(ts.params, updates)
-    scalars = {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+    scalars = {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
     scalars.update({k: jnp.mean(v.astype(jnp.float32)) for k, v in metrics.items()})
     return TrainState(params, state, opt_state, ts.step + 1, ts.rng), scalars
   return update

@@ -1,0 +1,46 @@
+"""Checkpoints: atomic under SIGKILL, keep the last N."""
+
+import os
+import signal
+
+from perceiver_agents import learner
+
+
+def test_sigkill_while_writing_leaves_loadable_latest(tmp_path, toy, child):
+  overrides = ['train.steps=50', 'checkpoint.every=1', 'eval.every=0']
+  workdir = str(tmp_path / 'run')
+  proc = child.start({'mode': 'train', 'workdir': workdir, 'overrides': overrides,
+                      'block_finalize_at': 3})
+  for line in proc.stdout:  # Wait until step 3's save is written but not committed.
+    if 'BLOCKED' in line:
+      break
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  names = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert any(name.startswith('3') and 'tmp' in name for name in names), names
+
+  task, config = toy(*overrides)
+  assert learner.Checkpointer(os.path.join(workdir, 'checkpoints')).latest_step() == 2
+  _, ts = learner.load_state(task, config, workdir)
+  assert int(ts.step) == 2
+
+  task, config = toy('train.steps=5', 'checkpoint.every=1', 'eval.every=0')
+  assert learner.train(task, config, workdir).step == 5
+  names = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert not any('tmp' in name for name in names), names
+
+
+def test_keeps_last_n(tmp_path, toy):
+  task, config = toy('train.steps=6', 'checkpoint.every=1', 'checkpoint.keep=2',
+                     'eval.every=0')
+  learner.train(task, config, str(tmp_path))
+  checkpoints = learner.Checkpointer(str(tmp_path / 'checkpoints'))
+  assert checkpoints.all_steps() == [5, 6]
+
+
+def test_async_save_round_trip(tmp_path, toy):
+  task, config = toy('train.steps=4', 'checkpoint.every=2', 'checkpoint.async_save=true',
+                     'eval.every=0')
+  learner.train(task, config, str(tmp_path))
+  _, ts = learner.load_state(task, config, str(tmp_path))
+  assert int(ts.step) == 4
