@@ -195,7 +195,7 @@ class PerceiverIOSpatialEncoder(hk.Module):
 
   def __init__(self, *, output_size: int, cell_size: int, num_latents: int = 16,
                num_channels: int = 64, num_self_attends: int = 1, num_heads: int = 4,
-               num_bands: int = 8, widening_factor: int = 2, name: Optional[str] = None):
+               num_bands: int = 4, widening_factor: int = 2, name: Optional[str] = None):
     super().__init__(name=name)
     self._output_size = output_size
     self._cell_size = cell_size
@@ -216,8 +216,11 @@ class PerceiverIOSpatialEncoder(hk.Module):
     pos = blocks.FourierPositionEncoding(
         index_dims=(height, width), num_bands=self._num_bands)(batch)      # [B, HW, P]
     cells = jnp.reshape(planes, [batch, height * width, channels])         # [B, HW, C]
-    x = hk.Linear(self._num_channels, name='embed')(
-        jnp.concatenate([cells, pos], axis=-1))                            # [B, HW, C']
+    # Content and position are embedded separately and added: each gets its own
+    # fan-in scaled init, so a few content channels are not drowned by many
+    # Fourier features at the start of training.
+    x = (hk.Linear(self._num_channels, name='embed')(cells) +
+         hk.Linear(self._num_channels, name='embed_position')(pos))       # [B, HW, C']
     z = self._encoder(x, self._encoder.latents(x), is_training=is_training)  # [B, M, C']
     embedding = jax.nn.relu(hk.Linear(self._output_size, name='summary')(
         hk.Flatten()(z)))                                                  # [B, D]
