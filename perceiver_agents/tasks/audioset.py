@@ -99,7 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.clip_seconds = 1.0           # Window length (the paper's raw-audio windows: 1.28 s).
   d.sample_rate = 16000          # Model audio rate; files are resampled to it.
   d.resample_audio = True        # False: a file at another rate is an error.
-  d.fps = 4.0                    # with_video: frame rate of the window.
+  d.fps = 4.0                    # with_video: frame rate; num_frames / fps ~ clip_seconds.
   d.pad_short = False            # Files shorter than the window: error, or pad (True).
   d.balanced = True              # Class-balanced training batches.
   d.random_start = True          # Training windows start at a random time in the file.
@@ -139,6 +139,10 @@ def input_shapes(config) -> dict:
     if m.image_size % m.image_patch:
       raise ValueError(f'model.image_size ({m.image_size}) must be a multiple of '
                        f'model.image_patch ({m.image_patch}).')
+    if abs(m.num_frames / d.fps - d.clip_seconds) > 1.0 / d.fps:
+      raise ValueError(f'with_video: model.num_frames / data.fps ({m.num_frames} / {d.fps:g}'
+                       f' s) must cover data.clip_seconds ({d.clip_seconds:g} s) to within '
+                       f'one frame.')
     shapes['video'] = (m.num_frames, m.image_size, m.image_size, 3)
   return shapes
 
