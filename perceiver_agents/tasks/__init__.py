@@ -8,7 +8,9 @@ from perceiver_agents.tasks.base import Task
 
 _TASKS = {
     'agent': 'perceiver_agents.tasks.agent',
+    'audioset': 'perceiver_agents.tasks.audioset',
     'digits': 'perceiver_agents.tasks.digits',
+    'kinetics_autoencoding': 'perceiver_agents.tasks.kinetics_autoencoding',
     'toy': 'perceiver_agents.tasks.toy',
 }
 
