@@ -43,10 +43,18 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-def build(config: ml_collections.ConfigDict) -> Task:
-  """The agent as a learner Task: `acting_batch` runs the actor with the current params."""
+def build(config: ml_collections.ConfigDict, *, envs=None) -> Task:
+  """The agent as a learner Task: `acting_batch` runs the actor with the current params.
+
+  `envs` (optional): train.batch_size ready-made environments instead of config.env's.
+  """
   num_envs = config.train.batch_size
-  envs = [envs_lib.make(config.env, seed=config.seed * 10_000 + i) for i in range(num_envs)]
+  if envs is None:
+    envs = [envs_lib.make(config.env, seed=config.seed * 10_000 + i)
+            for i in range(num_envs)]
+  if len(envs) != num_envs:
+    raise ValueError(f'envs: expected train.batch_size={num_envs} environments, got '
+                     f'{len(envs)}.')
   env_spec = envs[0].env_spec()
   step_fn, model = impala.make_networks(env_spec, config.agent)
   actor = impala.Actor(envs=envs, env_spec=env_spec, step_fn=step_fn,

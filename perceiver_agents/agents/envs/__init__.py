@@ -3,7 +3,8 @@
 Every adapter has `env_spec() -> EnvSpec` (see agents/specs.py); observations are dicts
 of numpy arrays, actions dicts of ints ({'function': ..., <argument>: ...}).
 
-    make('catch')                  bsuite catch/0
+    make('catch')                  bsuite catch/0 (the board as 'spatial' planes)
+    make('catch_entities')         bsuite catch/0, the board's non-zero cells as entities
     make('bsuite:cartpole/0')      any bsuite id
     make('gym:CartPole-v1')        a gymnasium id (Box observation, Discrete action)
     make('entity_micro')           the entity-set micro environment (agents/envs/entity_micro.py)
@@ -15,12 +16,15 @@ from typing import Any
 
 import dm_env
 
-NAMES = ('catch', 'bsuite:<id>', 'gym:<id>', 'entity_micro', 'sc2_mock', 'sc2:<map>')
+NAMES = ('catch', 'catch_entities', 'bsuite:<id>', 'gym:<id>', 'entity_micro', 'sc2_mock', 'sc2:<map>')
 
 
 def make(name: str, *, seed: int = 0, **kwargs: Any) -> dm_env.Environment:
   """The environment called `name` (see the module docstring), seeded with `seed`."""
   # pylint: disable=g-import-not-at-top
+  if name == 'catch_entities':
+    from perceiver_agents.agents.envs import bsuite as bsuite_env
+    return bsuite_env.BsuiteEnv('catch/0', seed=seed, entities=True, **kwargs)
   if name == 'catch' or name.startswith('bsuite:'):
     from perceiver_agents.agents.envs import bsuite as bsuite_env
     return bsuite_env.BsuiteEnv(name.partition(':')[2] or 'catch/0', seed=seed, **kwargs)

@@ -1,7 +1,9 @@
 """bsuite environments (e.g. catch/0) as agent environments.
 
 A 2-D observation becomes 'spatial' [H, W, 1], a 1-D one 'scalars'; the discrete action
-is the action type ('function'), without arguments.
+is the action type ('function'), without arguments. With `entities=True` a 2-D board is
+given as an entity set instead: one entity per non-zero cell, features
+[row, column (both scaled to [-1, 1]), value], padded to H * W with 'entity_mask'.
 """
 
 from typing import Mapping
@@ -22,15 +24,28 @@ def observation_key(shape: tuple, *, where: str) -> str:
 
 def to_agent_observation(obs: np.ndarray, key: str) -> dict:
   obs = np.asarray(obs, np.float32)
+  if key == 'entities':
+    return board_entities(obs)
   if key == 'spatial' and obs.ndim == 2:
     obs = obs[..., None]
   return {key: obs}
 
 
+def board_entities(board: np.ndarray) -> dict:
+  """A 2-D board [H, W] as entities [H * W, 3] (row, column, value) + entity_mask."""
+  height, width = board.shape
+  rows, cols = np.nonzero(board)
+  entities = np.zeros([height * width, 3], np.float32)
+  entities[:len(rows), 0] = 2 * rows / max(1, height - 1) - 1
+  entities[:len(rows), 1] = 2 * cols / max(1, width - 1) - 1
+  entities[:len(rows), 2] = board[rows, cols]
+  return {'entities': entities, 'entity_mask': np.arange(height * width) < len(rows)}
+
+
 class BsuiteEnv(dm_env.Environment):
   """bsuite.load_from_id(bsuite_id), with dict observations and actions."""
 
-  def __init__(self, bsuite_id: str = 'catch/0', *, seed: int = 0):
+  def __init__(self, bsuite_id: str = 'catch/0', *, seed: int = 0, entities: bool = False):
     import bsuite  # pylint: disable=g-import-not-at-top
     try:
       self._env = bsuite.load_from_id(bsuite_id)
@@ -42,7 +57,16 @@ class BsuiteEnv(dm_env.Environment):
     obs_spec = self._env.observation_spec()
     self._key = observation_key(tuple(obs_spec.shape), where=f'env bsuite:{bsuite_id}')
     shape = tuple(obs_spec.shape) + ((1,) if len(obs_spec.shape) == 2 else ())
-    self._spec = EnvSpec(observation={self._key: (shape, np.float32)},
+    observation = {self._key: (shape, np.float32)}
+    if entities:
+      if len(obs_spec.shape) != 2:
+        raise ValueError(f'env bsuite:{bsuite_id}: entities=True needs a 2-D board, got '
+                         f'shape {obs_spec.shape}.')
+      cells = int(np.prod(obs_spec.shape))
+      self._key = 'entities'
+      observation = {'entities': ((cells, 3), np.float32),
+                     'entity_mask': ((cells,), np.bool_)}
+    self._spec = EnvSpec(observation=observation,
                          action=ActionSpec(num_functions=self._env.action_spec().num_values))
 
   def env_spec(self) -> EnvSpec:
