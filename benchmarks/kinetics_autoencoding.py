@@ -38,6 +38,8 @@ def main() -> None:
   parser.add_argument('--eval_clips', type=int, default=12)
   parser.add_argument('--workdir', default='/tmp/kae_bench')
   parser.add_argument('--out', default='', help='also write the results JSON here')
+  parser.add_argument('overrides', nargs='*',
+                      help='config overrides, e.g. optimizer.learning_rate=2e-3')
   args = parser.parse_args()
 
   shutil.rmtree(args.workdir, ignore_errors=True)
@@ -57,7 +59,7 @@ def main() -> None:
       f'data.eval_videos={data}/eval/videos',
       f'train.steps={args.steps}', 'train.batch_size=8', 'eval.batch_size=4',
       'eval.every=0', f'checkpoint.every={args.steps}', 'train.progress_bar=false',
-      'train.log_every=50'])
+      'train.log_every=50', 'data.cache_size=1024'] + args.overrides)
   task = kinetics_autoencoding.build(config)
 
   train_frames = np.concatenate([task.train_batch(s)['image'] for s in range(6)])
@@ -73,7 +75,7 @@ def main() -> None:
   result = learner.train(task, config, os.path.join(args.workdir, 'run'))
   train_s = time.time() - t0
   report = {
-      'steps': result.step, 'train_clips': args.train_clips, 'eval_clips': args.eval_clips,
+      'overrides': args.overrides, 'steps': result.step, 'train_clips': args.train_clips, 'eval_clips': args.eval_clips,
       'eval': result.eval_metrics,
       'baseline_video_psnr_mean_frame': float(mean_frame_psnr),
       'baseline_video_psnr_clip_mean': float(clip_mean_psnr),

@@ -104,7 +104,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.balanced = True              # Class-balanced training batches.
   d.random_start = True          # Training windows start at a random time in the file.
   d.eval_max_segments = 0        # 0: all.
-  d.cache_size = 1024            # Decoded files kept in memory.
+  d.cache_size = 256             # Decoded files kept in memory (10 s of 16 kHz: 640 kB,
+                                 # plus the frames with video). 0: none.
   return config
 
 

@@ -78,7 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.image_size = 32
   m.samples_per_patch = 16
   m.num_classes = 0              # 0: the number of classes in the annotations.
-  m.num_latents = 64             # Encoder z_index_dim (published: 784 / 392 / 196).
+  m.num_latents = 0              # Encoder z_index_dim; 0: the preset's (small 64,
+                                 # published 784; 392 / 196 are the 176x / 352x models).
   m.num_latent_channels = 128
   m.num_self_attends_per_block = 2
   m.num_self_attend_heads = 4
@@ -106,7 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.silent_if_no_audio = False   # Clips without audio: error, or silence (True).
   d.random_start = True          # Training windows start at a random frame.
   d.eval_max_clips = 0           # 0: all.
-  d.cache_size = 512             # Decoded clips kept in memory.
+  d.cache_size = 16              # Decoded clips kept in memory (each: all its frames at
+                                 # fps x size^2 x 3 bytes; 10 s at 224: 37 MB); keep it at
+                                 # least the batch size so a batch decodes each clip once.
   return config
 
 
@@ -116,7 +119,8 @@ def model_kwargs(config: ml_collections.ConfigDict, num_classes: Optional[int]) 
   m, d = config.model, config.data
   if m.preset == 'published':
     kwargs = dict(zoo.PUBLISHED['video_autoencoder'][1])
-    kwargs['encoder'] = dict(kwargs['encoder'], z_index_dim=m.num_latents)
+    kwargs['encoder'] = dict(kwargs['encoder'],
+                             z_index_dim=m.num_latents or kwargs['encoder']['z_index_dim'])
     if num_classes is not None and num_classes != kwargs['num_classes']:
       raise ValueError(f'model.preset=published predicts {kwargs["num_classes"]} classes; '
                        f'the data has {num_classes}.')
@@ -139,7 +143,7 @@ def model_kwargs(config: ml_collections.ConfigDict, num_classes: Optional[int]) 
       image_spatial_downsample=m.image_spatial_downsample,
       decoder_num_channels=m.decoder_num_channels,
       encoder=dict(num_self_attends_per_block=m.num_self_attends_per_block, num_blocks=1,
-                   z_index_dim=m.num_latents, num_z_channels=m.num_latent_channels,
+                   z_index_dim=m.num_latents or 64, num_z_channels=m.num_latent_channels,
                    num_self_attend_heads=m.num_self_attend_heads,
                    num_cross_attend_heads=1, cross_attend_widening_factor=1,
                    self_attend_widening_factor=1, dropout_prob=0.0,
@@ -345,7 +349,6 @@ def predict(args: list[str]) -> int:
     from perceiver_agents.learner.config import apply_overrides  # pylint: disable=g-import-not-at-top
     config = get_config()
     config.model.preset = 'published'
-    config.model.num_latents = 784
     config.data.sample_rate = 48000
     apply_overrides(config, overrides)
   classes = _read_classes(known.classes or config.data.classes_file) if (

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -12,6 +13,7 @@ from perceiver_agents import cli, learner, zoo
 from perceiver_agents.data import synthetic_media
 from perceiver_agents.tasks import kinetics_autoencoding as kae
 
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / 'fixtures' / 'conformance'
 TINY = ['model.num_frames=4', 'model.image_size=16', 'model.num_latents=8',
         'model.num_latent_channels=16', 'model.num_self_attends_per_block=1',
         'model.num_self_attend_heads=2', 'model.decoder_num_channels=16',
@@ -38,26 +40,26 @@ def _overrides(root, extra=()):
           f'data.eval_videos={root}/eval/videos'] + TINY + list(extra)
 
 
-def test_published_presets_have_the_released_param_tree():
+def test_published_preset_has_the_released_param_tree():
+  """The 784-latent preset's params match the released checkpoint's (conformance fixture);
+  392 and 196 latents change only the encoder's latent array."""
   config = kae.get_config()
   config.model.preset, config.data.sample_rate = 'published', 48000
-  shapes = {}
-  for latents in (784, 196):
+  kwargs = kae.model_kwargs(config, 700)  # model.num_latents=0: the released 784.
+  model = kae.make_model(kwargs, train_image_queries=16, train_audio_queries=16,
+                         eval_chunks=128)
+  batch = {'image': jax.ShapeDtypeStruct((1, 16, 224, 224, 3), np.float32),
+           'audio': jax.ShapeDtypeStruct((1, 30720, 1), np.float32)}
+  params, _ = jax.eval_shape(lambda b: model.init(jax.random.PRNGKey(0), b), batch)
+  flat = {f'{m}/{n}': list(v.shape) for m, p in params.items() for n, v in p.items()}
+  released = json.load(open(FIXTURES / 'full_param_trees.json'))['video_autoencoder']
+  assert flat == released['params']
+  for latents in (392, 196):
     config.model.num_latents = latents
-    kwargs = kae.model_kwargs(config, 700)
-    model = kae.make_model(kwargs, train_image_queries=16, train_audio_queries=16,
-                           eval_chunks=128)
-    batch = {'image': jax.ShapeDtypeStruct((1, 16, 224, 224, 3), np.float32),
-             'audio': jax.ShapeDtypeStruct((1, 30720, 1), np.float32)}
-    params, _ = jax.eval_shape(lambda b: model.init(jax.random.PRNGKey(0), b), batch)
-    zoo_params, _ = jax.eval_shape(
-        lambda i, a: zoo.video_autoencoder(**kwargs).init(
-            jax.random.PRNGKey(0), i, a, {'image': np.arange(4), 'audio': np.arange(4)}),
-        batch['image'], batch['audio'])
-    assert jax.tree.map(lambda x: x.shape, params) == jax.tree.map(
-        lambda x: x.shape, zoo_params)
-    shapes[latents] = params['encoder/~/trainable_position_encoding']['pos_embs'].shape
-  assert shapes == {784: (784, 512), 196: (196, 512)}
+    other = kae.model_kwargs(config, 700)
+    assert other['encoder'] == dict(kwargs['encoder'], z_index_dim=latents)
+    assert {k: v for k, v in other.items() if k != 'encoder'} == {
+        k: v for k, v in kwargs.items() if k != 'encoder'}
   with pytest.raises(ValueError, match='needs data.sample_rate=48000'):
     config.data.sample_rate = 16000
     kae.model_kwargs(config, 700)
