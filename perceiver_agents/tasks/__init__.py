@@ -9,6 +9,8 @@ from perceiver_agents.tasks.base import Task
 _TASKS = {
     'agent': 'perceiver_agents.tasks.agent',
     'audioset': 'perceiver_agents.tasks.audioset',
+    'byte_lm': 'perceiver_agents.tasks.byte_lm',
+    'copy': 'perceiver_agents.tasks.copy',
     'digits': 'perceiver_agents.tasks.digits',
     'kinetics_autoencoding': 'perceiver_agents.tasks.kinetics_autoencoding',
     'toy': 'perceiver_agents.tasks.toy',
