@@ -135,6 +135,9 @@ class BasicDecoder(Decoder):
       pos = jnp.broadcast_to(pos[None], (batch,) + pos.shape)  # [B, O, d]
       query = self.output_pos_enc(batch_size=batch, pos=pos)
       query = jnp.reshape(query, [batch, -1, query.shape[-1]])
+      if query.shape[1] != pos.shape[1]:
+        # A learned table ignores `pos` and returns all O rows: keep the asked ones.
+        query = jnp.take(query, jnp.asarray(subsampled_points), axis=1)
     else:
       query = self.output_pos_enc(batch_size=batch)  # [B, O, E]
     if self._concat_preprocessed_input:
