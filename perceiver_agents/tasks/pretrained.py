@@ -1,0 +1,80 @@
+"""Starting a task's model from released weights, and reading a trained run's weights back.
+
+  load_weights(path)              a released DeepMind `*.pystate` or our `.npz` -> (params, state)
+  start_from(model, path)         the model whose init returns those weights (checked)
+  restore_run(task, config, dir)  (params, state) of the latest checkpoint of a workdir
+"""
+
+import os
+from typing import Any, Tuple
+
+import haiku as hk
+import jax
+import numpy as np
+
+from perceiver_agents import params_io
+
+
+def load_weights(path: str) -> Tuple[dict, dict]:
+  """(params, state) from a released `.pystate` file or a `params_io.save_params` `.npz`."""
+  if not os.path.isfile(path):
+    raise ValueError(f'{path}: checkpoint file not found.')
+  if path.endswith('.npz'):
+    params, state = params_io.load_params(path)
+  else:
+    params, state = params_io.split_params_and_state(params_io.load_deepmind_checkpoint(path))
+  return params, state
+
+
+def _shapes(tree: Any) -> dict:
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_tree(got: Any, want: Any, *, where: str) -> None:
+  """Raises ValueError naming the first parameters whose names or shapes differ."""
+  got, want = _shapes(got), _shapes(want)
+  if got == want:
+    return
+  missing = sorted(set(want) - set(got))[:3]
+  extra = sorted(set(got) - set(want))[:3]
+  wrong = [f'{k}: {got[k]} vs model {want[k]}' for k in sorted(set(got) & set(want))
+           if got[k] != want[k]][:3]
+  raise ValueError(f'{where}: weights do not fit the configured model; missing {missing}, '
+                   f'unexpected {extra}, shape mismatches {wrong}. Use the matching '
+                   'model.size / variant.')
+
+
+def start_from(model: hk.TransformedWithState, path: str) -> hk.TransformedWithState:
+  """`model` whose init returns the weights in `path` instead of random ones."""
+  params, state = load_weights(path)
+
+  def init(rng, *args, **kwargs):
+    fresh_params, fresh_state = model.init(rng, *args, **kwargs)
+    check_tree(params, fresh_params, where=path)
+    check_tree(state, fresh_state, where=path)
+    cast = lambda w, f: jax.numpy.asarray(w, f.dtype)
+    return (jax.tree.map(cast, params, fresh_params), jax.tree.map(cast, state, fresh_state))
+
+  return hk.TransformedWithState(init=init, apply=model.apply)
+
+
+def restore_run(task: Any, config: Any, workdir: str) -> Tuple[Any, Any, int]:
+  """(params, state, step) of the latest checkpoint the learner wrote in `workdir`."""
+  from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.learner import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.learner import loop  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(workdir, loop.CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    raise ValueError(f'{workdir}: no checkpoints/ folder; train first or pass a weights file.')
+  programs = learner.build_programs(task, config)
+  checkpoints = learner.Checkpointer(directory, keep=config.checkpoint.keep)
+  try:
+    step = checkpoints.latest_step()
+    if step is None:
+      raise ValueError(f'{directory}: no complete checkpoint.')
+    ts = checkpoints.restore(
+        checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
+  finally:
+    checkpoints.close()
+  return ts.params, ts.state, step

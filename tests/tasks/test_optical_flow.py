@@ -1,0 +1,117 @@
+"""Optical-flow task: metrics, tiled inference, one training run and `predict` via the CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from perceiver_agents import cli, learner
+from perceiver_agents.data import flow_formats, procedural_flow
+from perceiver_agents.tasks import optical_flow
+
+TINY = ['model.train_size=(8,12)', 'model.num_bands=4', 'model.num_latents=8',
+        'model.num_latent_channels=16', 'model.num_self_attends=1',
+        'model.num_self_attend_heads=2', 'model.min_overlap=4', 'data.margin=4',
+        'data.max_displacement=2.0', 'data.num_eval=3', 'train.batch_size=2',
+        'eval.batch_size=2', 'train.steps=2', 'train.log_every=1', 'eval.every=0',
+        'checkpoint.every=0', 'train.progress_bar=false']
+
+
+def _config(extra=()):
+  return learner.apply_overrides(optical_flow.get_config(), TINY + list(extra))
+
+
+def test_epe_and_fl_all_by_hand():
+  target = jnp.zeros((1, 2, 2, 2)).at[0, 0, 0].set(jnp.array([100.0, 0.0]))
+  flow = jnp.zeros((1, 2, 2, 2)).at[0, 1, 1].set(jnp.array([3.0, 4.0]))
+  valid = jnp.ones((1, 2, 2), bool)
+  # Errors per pixel: 100 (outlier: > 3 and > 5 of 100), 0, 0, 5 (outlier).
+  np.testing.assert_allclose(optical_flow.epe(flow, target, valid), [105 / 4])
+  np.testing.assert_allclose(optical_flow.fl_all(flow, target, valid), [0.5])
+  only = valid.at[0, 0, 0].set(False)
+  np.testing.assert_allclose(optical_flow.epe(flow, target, only), [5 / 3])
+  np.testing.assert_allclose(optical_flow.fl_all(flow, target, only), [1 / 3])
+  # 4 px error on a 100 px flow is no outlier (< 5%).
+  big = target.at[0, 0, 0].set(jnp.array([100.0, 0.0]))
+  near = big.at[0, 0, 0].set(jnp.array([104.0, 0.0]))
+  np.testing.assert_allclose(optical_flow.fl_all(near, big, valid), [0.0])
+
+
+@pytest.mark.parametrize('size,tile,overlap', [(30, 8, 4), (8, 8, 4), (9, 8, 2), (100, 16, 5)])
+def test_tile_starts_cover_with_overlap(size, tile, overlap):
+  starts = optical_flow.tile_starts(size, tile, overlap)
+  assert starts[0] == 0 and starts[-1] + tile == max(size, tile)
+  for a, b in zip(starts[:-1], starts[1:]):
+    assert tile - (b - a) >= overlap
+
+
+def test_tiled_inference_blends_position_dependent_outputs_exactly():
+  # A "model" whose flow is the frames' own first channel pair reproduces the input
+  # exactly after blending, at any size, iff every tile is put back where it came from.
+  frames = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 23, 37, 3))
+  apply_tile = lambda tiles: tiles[:, 0, :, :, :2]
+  out = optical_flow.tiled(apply_tile, frames, (8, 12), 4)
+  np.testing.assert_allclose(out, frames[:, 0, :, :, :2], atol=1e-5)
+  small = optical_flow.tiled(apply_tile, frames[:, :, :5, :7], (8, 12), 4)
+  np.testing.assert_allclose(small, frames[:, 0, :5, :7, :2], atol=1e-5)
+  w = optical_flow.tile_weights(4, 6)
+  assert w[0, 0] == 1 and w[1, 2] == 2 and w.max() == 2
+
+
+def test_train_batches_are_pure_in_seed_and_step():
+  config = _config()
+  b0, again = optical_flow.build(config).train_batch(1), optical_flow.build(config).train_batch(1)
+  for k in b0:
+    np.testing.assert_array_equal(b0[k], again[k])
+  assert b0['frames'].shape == (2, 2, 8, 12, 3)
+  assert -1.0 <= b0['frames'].min() and b0['frames'].max() <= 1.0
+
+
+def test_cli_train_then_predict_writes_colour_wheel_png_and_flo(tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  # Eval pairs of 11x17 go through tiled inference.
+  assert cli.main(['train', 'optical_flow', '--workdir', workdir] +
+                  ['--config.' + o for o in TINY + ['data.eval_size=(11,17)']]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result['step'] == 2 and set(result['eval']) == {'loss', 'epe', 'fl_all'}
+  assert np.isfinite(result['eval']['epe'])
+  pair = procedural_flow.make_pair(seed=5, index=0, height=13, width=21,
+                                   max_displacement=2.0)
+  paths = [str(tmp_path / f'f{i}.png') for i in (1, 2)]
+  for path, frame in zip(paths, pair['frames']):
+    Image.fromarray(frame).save(path)
+  out, flo = str(tmp_path / 'flow.png'), str(tmp_path / 'flow.flo')
+  assert cli.main(['predict', 'optical_flow', '--checkpoint', workdir, *paths,
+                   '--out', out, '--flo', flo]) == 0
+  report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert report['size'] == [13, 21]
+  flow = flow_formats.read_flo(flo)
+  assert flow.shape == (13, 21, 2) and np.all(np.isfinite(flow))
+  with Image.open(out) as image:
+    assert image.mode == 'RGB' and image.size == (21, 13)
+    rgb = np.asarray(image)
+  from perceiver_agents.data import flow_viz
+  np.testing.assert_array_equal(rgb, flow_viz.flow_to_rgb(flow))
+
+
+def test_predict_bad_inputs_name_the_file(tmp_path, capsys):
+  a, b, g = (str(tmp_path / n) for n in ('a.png', 'b.png', 'g.png'))
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(a)
+  Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(b)
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(g)
+  for frames, pattern in (([a, b], 'b.png'), ([a, g], 'g.png')):
+    code = cli.main(['predict', 'optical_flow', '--checkpoint', str(tmp_path), *frames,
+                     '--out', str(tmp_path / 'o.png')])
+    assert code == 2
+    assert pattern in capsys.readouterr().err
+
+
+def test_missing_dataset_folder_is_named(tmp_path):
+  config = _config(['data.source=sintel_final', f'data.root={tmp_path}/Sintel'])
+  with pytest.raises(ValueError, match='Sintel/training/final: missing'):
+    optical_flow.build(config)
+  with pytest.raises(ValueError, match='data.root'):
+    optical_flow.build(_config(['data.source=kitti']))
