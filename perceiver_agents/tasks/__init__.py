@@ -13,6 +13,8 @@ _TASKS = {
     'copy': 'perceiver_agents.tasks.copy',
     'digits': 'perceiver_agents.tasks.digits',
     'kinetics_autoencoding': 'perceiver_agents.tasks.kinetics_autoencoding',
+    'glue': 'perceiver_agents.tasks.glue',
+    'mlm': 'perceiver_agents.tasks.mlm',
     'toy': 'perceiver_agents.tasks.toy',
 }
 
