@@ -11,6 +11,7 @@ tasks/base.py). Because data and randomness are functions of the step, a run res
 from the checkpoint of step s continues exactly as if never stopped.
 """
 
+import operator
 import os
 import signal
 import threading
@@ -114,7 +115,7 @@ def run_eval(task: Any, config: ml_collections.ConfigDict, programs: Programs,
     sums = programs.evaluate(
         ts.params, ts.state, sharding_lib.global_batch_to_device(padded, programs.mesh),
         sharding_lib.global_batch_to_device(mask, programs.mesh))
-    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    totals = sums if totals is None else jax.tree.map(operator.add, totals, sums)
   if totals is None:
     raise ValueError('task eval_batches gave no batches.')
   totals = jax.device_get(totals)
@@ -173,6 +174,11 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
     NonFiniteLossError: naming the step whose loss was NaN/inf; checkpoints written before
       it are left as they were and none is written after it.
   """
+  for name, value, low in (('train.log_every', config.train.log_every, 1),
+                           ('eval.every', config.eval.every, 0),
+                           ('checkpoint.every', config.checkpoint.every, 0)):
+    if value < low:
+      raise ValueError(f'{name} must be >= {low}, got {value}.')
   programs = build_programs(task, config, mesh)
   total = config.train.steps
   is_chief = jax.process_index() == 0

@@ -6,8 +6,8 @@ seeded (SPLIT_SEED), so every run and every machine sees the same 360 test image
 For reference, on this split's kind of data kNN scores ~98.6% and an RBF SVM ~99.4%.
 
 Model: pixels in [0, 1] plus Fourier position features -> Perceiver IO encoder (a small
-latent array) -> one trainable query decoded to 10 logits. Training augments with random
-shifts of up to data.max_shift pixels.
+latent array) -> one trainable query decoded to 10 logits. Training augments with small random
+rotations, scalings and shifts (data.max_*).
 
     perceiver-agents train digits --workdir runs/digits        # the README's `make demo`
     perceiver-agents train digits --workdir /tmp/d --config.train.steps=100   # quick look
@@ -62,7 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.label_smoothing = 0.1
 
   config.data = ml_collections.ConfigDict()
-  config.data.max_shift = 1       # Random translation of training images, in pixels.
+  # Random affine augmentation of training images (uniform in +-max); 0s turn it off.
+  config.data.max_shift = 1.0       # Pixels.
+  config.data.max_rotation = 10.0   # Degrees.
+  config.data.max_scale = 0.1       # Fraction of the size.
   return config
 
 
@@ -79,23 +82,52 @@ def load_split() -> dict:
           'test': {'image': images[test_idx], 'label': labels[test_idx]}}
 
 
-def shift_images(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-  """Translates each image [B, H, W, C] by shifts int [B, 2] pixels, filling with zeros."""
-  b, h, w, _ = images.shape
-  padded_size = max(int(np.abs(shifts).max(initial=0)), 0)
-  p = padded_size
-  padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-  out = np.empty_like(images)
-  for i in range(b):
-    dy, dx = shifts[i]
-    out[i] = padded[i, p - dy:p - dy + h, p - dx:p - dx + w]
-  return out
+def affine_images(images: np.ndarray, matrices: np.ndarray,
+                  offsets: np.ndarray) -> np.ndarray:
+  """Resamples images [B, H, W, C]: output pixel p reads input at matrices @ (p - c) + c +
+  offsets (c the image centre), bilinearly, with zeros outside.
+
+  Args:
+    images: float [B, H, W, C].
+    matrices: float [B, 2, 2] acting on (row, column) coordinates.
+    offsets: float [B, 2], in pixels.
+  """
+  b, h, w, c = images.shape
+  centre = np.array([(h - 1) / 2, (w - 1) / 2])
+  grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing='ij'), -1) - centre
+  src = np.einsum('bij,hwj->bhwi', matrices, grid) + centre + offsets[:, None, None]
+  low = np.floor(src).astype(np.int64)                        # [B, H, W, 2]
+  frac = src - low
+  out = np.zeros_like(images)
+  batch = np.arange(b)[:, None, None]
+  for dy in (0, 1):
+    for dx in (0, 1):
+      rows, cols = low[..., 0] + dy, low[..., 1] + dx          # [B, H, W]
+      weight = ((frac[..., 0] if dy else 1 - frac[..., 0]) *
+                (frac[..., 1] if dx else 1 - frac[..., 1]))
+      inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+      values = images[batch, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)]
+      out += (weight * inside)[..., None] * values
+  return out.astype(images.dtype)
+
+
+def random_affine(rng: np.random.Generator, n: int, *, max_shift: float,
+                  max_rotation: float, max_scale: float) -> tuple:
+  """n random (matrices [n, 2, 2], offsets [n, 2]): rotation in degrees, scale as a
+  fraction (0.1 = 10%), shift in pixels, each uniform in [-max, max]."""
+  angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
+  scale = 1.0 + rng.uniform(-max_scale, max_scale, n)
+  cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+  matrices = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
+  return matrices, rng.uniform(-max_shift, max_shift, (n, 2))
 
 
 def build(config: ml_collections.ConfigDict) -> Task:
   m = config.model
-  if config.data.max_shift < 0:
-    raise ValueError(f'data.max_shift must be >= 0, got {config.data.max_shift}.')
+  for name in ('max_shift', 'max_rotation', 'max_scale'):
+    if config.data[name] < 0:
+      raise ValueError(f'data.{name} must be >= 0, got {config.data[name]}.')
+  augment = any(config.data[name] for name in ('max_shift', 'max_rotation', 'max_scale'))
   split = load_split()
   train = split['train']
   num_train = len(train['label'])
@@ -135,10 +167,11 @@ def build(config: ml_collections.ConfigDict) -> Task:
     idx = sampling.batch_indices(seed=config.seed, step=step,
                                  batch_size=config.train.batch_size, num_examples=num_train)
     images = train['image'][idx]
-    if config.data.max_shift:
-      rng = sampling.step_rng(config.seed, step)
-      s = config.data.max_shift
-      images = shift_images(images, rng.integers(-s, s + 1, size=(len(idx), 2)))
+    if augment:
+      matrices, offsets = random_affine(
+          sampling.step_rng(config.seed, step), len(idx), max_shift=config.data.max_shift,
+          max_rotation=config.data.max_rotation, max_scale=config.data.max_scale)
+      images = affine_images(images, matrices, offsets)
     return {'image': images, 'label': train['label'][idx]}
 
   return Task(model=hk.transform_with_state(forward), loss=loss, metrics=metrics,

@@ -5,6 +5,8 @@ import glob
 import os
 import signal
 
+import jax
+import numpy as np
 import pytest
 
 from perceiver_agents import learner
@@ -53,4 +55,18 @@ def test_sigterm_saves_checkpoint_and_stops(tmp_path, toy):
 def test_rejects_batch_not_divisible_by_devices(toy):
   task, config = toy('train.batch_size=0')
   with pytest.raises(ValueError, match='train.batch_size'):
+    learner.build_programs(task, config)
+
+
+def test_bfloat16_compute_keeps_float32_params(tmp_path, toy):
+  task, config = toy('train.steps=5', 'train.compute_dtype=bfloat16', 'eval.every=0')
+  result = learner.train(task, config, str(tmp_path))
+  assert np.isfinite(result.train_metrics['loss'])
+  _, ts = learner.load_state(task, config, str(tmp_path))
+  assert {x.dtype for x in jax.tree.leaves(ts.params)} == {np.dtype('float32')}
+
+
+def test_bad_compute_dtype_names_field(toy):
+  task, config = toy('train.compute_dtype=float16')
+  with pytest.raises(ValueError, match='train.compute_dtype'):
     learner.build_programs(task, config)

@@ -21,11 +21,22 @@ def test_split_is_fixed_stratified_and_disjoint():
   assert sum(x.tobytes() in flat_train for x in test['image']) < 5  # A few true duplicates.
 
 
-def test_shift_images():
-  image = np.zeros((1, 3, 3, 1), np.float32)
-  image[0, 1, 1, 0] = 1.0
-  shifted = digits.shift_images(image, np.array([[1, -1]]))
-  assert shifted[0, 2, 0, 0] == 1.0 and shifted.sum() == 1.0
+def test_affine_images_shift_and_identity():
+  image = np.zeros((2, 3, 3, 1), np.float32)
+  image[:, 1, 1, 0] = 1.0
+  eye = np.tile(np.eye(2), (2, 1, 1))
+  out = digits.affine_images(image, eye, np.array([[0.0, 0.0], [-1.0, 1.0]]))
+  np.testing.assert_allclose(out[0], image[0])
+  assert out[1, 2, 0, 0] == 1.0 and out[1].sum() == 1.0  # Moved down-left by one pixel.
+
+
+def test_random_affine_within_bounds():
+  matrices, offsets = digits.random_affine(np.random.default_rng(0), 100, max_shift=1.0,
+                                           max_rotation=10.0, max_scale=0.1)
+  assert matrices.shape == (100, 2, 2) and offsets.shape == (100, 2)
+  assert np.abs(offsets).max() <= 1.0
+  scales = 1.0 / np.sqrt(np.abs(np.linalg.det(matrices)))
+  assert 0.9 <= scales.min() and scales.max() <= 1.1
 
 
 def test_train_batches_are_deterministic():
