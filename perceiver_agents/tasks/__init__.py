@@ -16,6 +16,8 @@ _TASKS = {
     'glue': 'perceiver_agents.tasks.glue',
     'mlm': 'perceiver_agents.tasks.mlm',
     'toy': 'perceiver_agents.tasks.toy',
+    'optical_flow': 'perceiver_agents.tasks.optical_flow',
+    'imagenet': 'perceiver_agents.tasks.imagenet',
 }
 
 
