@@ -16,6 +16,8 @@ from perceiver_agents.blocks.decoders import ProjectionDecoder
 from perceiver_agents.blocks.decoders import split_modalities
 from perceiver_agents.blocks.perceiver import Perceiver
 from perceiver_agents.blocks.perceiver import PerceiverEncoder
+from perceiver_agents.blocks.perceiver_ar import PerceiverAR
+from perceiver_agents.blocks.perceiver_ar import rotary_embed
 from perceiver_agents.blocks.position import build_position_encoding
 from perceiver_agents.blocks.position import fourier_features
 from perceiver_agents.blocks.position import FourierPositionEncoding
