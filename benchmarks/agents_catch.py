@@ -26,6 +26,7 @@ def main():
   parser.add_argument('--steps', type=int, default=300)
   parser.add_argument('--workdir', default='/tmp/agents_catch')
   parser.add_argument('--env', default='catch_entities')
+  parser.add_argument('--lr', type=float, default=1e-3)
   parser.add_argument('--encoder', default='perceiver_io')
   args = parser.parse_args()
   shutil.rmtree(args.workdir, ignore_errors=True)
@@ -36,7 +37,7 @@ def main():
        else f'agent.spatial_encoder={args.encoder}'),
       'train.batch_size=16', 'impala.unroll_length=20', 'agent.num_channels=32',
       'agent.spatial_num_latents=8', 'agent.num_layers=2', 'agent.embedding_size=64',
-      'agent.torso_size=64', 'agent.core_size=64', 'optimizer.learning_rate=2e-3',
+      'agent.torso_size=64', 'agent.core_size=64', f'optimizer.learning_rate={args.lr}',
       'checkpoint.every=0', 'train.log_every=20'])
   start = time.perf_counter()
   task = agent.build(config)

@@ -1,6 +1,7 @@
 """entity_micro: Perceiver IO vs Transformer vs pooled-MLP entity encoders, IMPALA.
 
-    .venv/bin/python benchmarks/agents_entity.py [--steps 200] [--out benchmarks/results]
+    .venv/bin/python benchmarks/agents_entity.py [--steps 300] [--out benchmarks/results]
+        [--parallel]   (one process per encoder, then one combined table and plot)
 
 Trains the `agent` task on env=entity_micro once per encoder (same seed, sizes, and
 hyper-parameters), and writes agents_entity.json (the final mean return of the last 100
@@ -13,6 +14,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 from perceiver_agents import learner
@@ -45,15 +48,27 @@ def run(encoder: str, steps: int, workdir: str) -> dict:
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument('--steps', type=int, default=200)
+  parser.add_argument('--steps', type=int, default=300)
+  parser.add_argument('--parallel', action='store_true')
   parser.add_argument('--out', default='benchmarks/results')
   parser.add_argument('--encoders', default=','.join(ENCODERS))
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   results = []
-  for encoder in args.encoders.split(','):
-    results.append(run(encoder, args.steps, f'/tmp/agents_entity_{encoder}'))
-    print(json.dumps({k: v for k, v in results[-1].items() if k != 'curve'}), flush=True)
+  if args.parallel:
+    outs = {e: os.path.join(args.out, f'_{e}') for e in args.encoders.split(',')}
+    procs = [subprocess.Popen([sys.executable, __file__, '--steps', str(args.steps),
+                               '--encoders', e, '--out', out]) for e, out in outs.items()]
+    if any(p.wait() for p in procs):
+      raise SystemExit('a run failed')
+    for out in outs.values():
+      with open(os.path.join(out, 'agents_entity.json')) as f:
+        results += json.load(f)
+      shutil.rmtree(out)
+  else:
+    for encoder in args.encoders.split(','):
+      results.append(run(encoder, args.steps, f'/tmp/agents_entity_{encoder}'))
+      print(json.dumps({k: v for k, v in results[-1].items() if k != 'curve'}), flush=True)
   with open(os.path.join(args.out, 'agents_entity.json'), 'w') as f:
     json.dump(results, f, indent=1)
   import matplotlib  # pylint: disable=g-import-not-at-top

@@ -3,7 +3,8 @@
 A 2-D observation becomes 'spatial' [H, W, 1], a 1-D one 'scalars'; the discrete action
 is the action type ('function'), without arguments. With `entities=True` a 2-D board is
 given as an entity set instead: one entity per non-zero cell, features
-[row, column (both scaled to [-1, 1]), value], padded to H * W with 'entity_mask'.
+[value, row, column (both scaled to [-1, 1]), Fourier features of (row, column)], padded
+to H * W with 'entity_mask'.
 """
 
 from typing import Mapping
@@ -12,6 +13,9 @@ import dm_env
 import numpy as np
 
 from perceiver_agents.agents.specs import ActionSpec, EnvSpec
+
+
+NUM_BANDS = 4  # Fourier bands per board axis for entities=True.
 
 
 def observation_key(shape: tuple, *, where: str) -> str:
@@ -31,15 +35,24 @@ def to_agent_observation(obs: np.ndarray, key: str) -> dict:
   return {key: obs}
 
 
-def board_entities(board: np.ndarray) -> dict:
-  """A 2-D board [H, W] as entities [H * W, 3] (row, column, value) + entity_mask."""
+def board_entities(board: np.ndarray, *, num_bands: int = NUM_BANDS) -> dict:
+  """A 2-D board [H, W] as entities [H * W, F] + entity_mask [H * W] (see module doc)."""
   height, width = board.shape
   rows, cols = np.nonzero(board)
-  entities = np.zeros([height * width, 3], np.float32)
-  entities[:len(rows), 0] = 2 * rows / max(1, height - 1) - 1
-  entities[:len(rows), 1] = 2 * cols / max(1, width - 1) - 1
-  entities[:len(rows), 2] = board[rows, cols]
+  pos = np.stack([2 * rows / max(1, height - 1) - 1,
+                  2 * cols / max(1, width - 1) - 1], axis=-1)             # [n, 2]
+  bands = [np.linspace(1.0, size / 2, num_bands) for size in (height, width)]
+  angles = np.concatenate([np.pi * pos[:, d:d + 1] * bands[d][None] for d in range(2)],
+                          axis=-1)                                        # [n, 2K]
+  features = np.concatenate([board[rows, cols][:, None], pos, np.sin(angles),
+                             np.cos(angles)], axis=-1)
+  entities = np.zeros([height * width, entity_features(num_bands)], np.float32)
+  entities[:len(rows)] = features
   return {'entities': entities, 'entity_mask': np.arange(height * width) < len(rows)}
+
+
+def entity_features(num_bands: int = NUM_BANDS) -> int:
+  return 3 + 4 * num_bands
 
 
 class BsuiteEnv(dm_env.Environment):
@@ -64,7 +77,7 @@ class BsuiteEnv(dm_env.Environment):
                          f'shape {obs_spec.shape}.')
       cells = int(np.prod(obs_spec.shape))
       self._key = 'entities'
-      observation = {'entities': ((cells, 3), np.float32),
+      observation = {'entities': ((cells, entity_features()), np.float32),
                      'entity_mask': ((cells,), np.bool_)}
     self._spec = EnvSpec(observation=observation,
                          action=ActionSpec(num_functions=self._env.action_spec().num_values))

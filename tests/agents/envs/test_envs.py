@@ -64,6 +64,17 @@ def test_bsuite_catch_adapter():
   assert ts.reward in (-1.0, 1.0) and ts.discount == 0.0
 
 
+def test_catch_as_entities_lists_the_non_zero_cells():
+  env = envs.make('catch_entities', seed=1)
+  ts = env.reset()
+  env.env_spec().check_observation(ts.observation)
+  ents, mask = ts.observation['entities'], ts.observation['entity_mask']
+  assert mask.sum() == 2  # the ball and the paddle
+  np.testing.assert_array_equal(ents[:2, 0], 1.0)
+  assert ents[1, 1] == 1.0  # the paddle is on the last row (row coordinate +1)
+  assert not np.any(ents[~mask])
+
+
 def test_gymnasium_adapter_reports_truncation():
   env = envs.make('gym:CartPole-v1', seed=0, max_episode_steps=3)
   assert env.env_spec().observation == {'scalars': ((4,), np.float32)}
