@@ -70,11 +70,14 @@ def main(argv=None) -> int:
   from perceiver_agents.tasks import optical_flow, pretrained  # pylint: disable=g-import-not-at-top
 
   config = optical_flow.get_config()
-  learner.apply_overrides(config, [f'train.steps={args.steps}', 'train.progress_bar=false',
-                                   f'data.num_eval={args.num_eval}', 'eval.every=0',
-                                   f'checkpoint.every={max(args.steps // 4, 1)}']
-                          + list(args.overrides))
+  overrides = [f'train.steps={args.steps}', 'train.progress_bar=false',
+               f'data.num_eval={args.num_eval}', 'eval.every=0',
+               f'checkpoint.every={max(args.steps // 4, 1)}'] + list(args.overrides)
+  learner.apply_overrides(config, overrides)
   task = optical_flow.build(config)
+  os.makedirs(args.workdir, exist_ok=True)
+  with open(os.path.join(args.workdir, 'run.json'), 'w') as f:  # As the CLI: `predict` reads it.
+    json.dump({'task': 'optical_flow', 'overrides': overrides}, f, indent=2)
   start = time.time()
   result = learner.train(task, config, args.workdir)
   train_s = time.time() - start

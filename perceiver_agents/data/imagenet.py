@@ -195,7 +195,7 @@ def train_dataset(*, name: str = 'imagenet2012', split: str = 'train',
 
   ds = tf.data.Dataset.range(epoch0, last_epoch).flat_map(epoch).enumerate(start=first)
   ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True).map(mix, deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True).map(mix)
   return ds.prefetch(2)
 
 

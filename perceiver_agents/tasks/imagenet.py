@@ -231,7 +231,15 @@ def _load(checkpoint: str, overrides: List[str]):
         raise ValueError(f'{checkpoint}: holds a run of {run.get("task")!r}, not imagenet.')
     apply_overrides(config, list(run.get('overrides', [])) + overrides)
     config.model.init_checkpoint = ''
-    params, state, _ = pretrained.restore_run(build(config), config, checkpoint)
+    # Restoring needs only the shapes of a batch, not the dataset.
+    b, size = config.train.batch_size, image_size(config)
+    num_classes = model_kwargs(config)['num_classes']
+    zeros = {'image': np.zeros((b, size, size, 3), np.float32),
+             'label': np.zeros((b,), np.int32),
+             'soft_label': np.zeros((b, num_classes), np.float32)}
+    shapes_only = Task(model=build_model(config), loss=make_loss(num_classes, 0.0),
+                       metrics=metrics, train_batch=lambda step: zeros, eval_batches=None)
+    params, state, _ = pretrained.restore_run(shapes_only, config, checkpoint)
     return config, params, state
   apply_overrides(config, overrides)
   config.model.init_checkpoint = ''

@@ -319,7 +319,14 @@ def _load_for_predict(checkpoint: str, overrides: List[str]):
         raise ValueError(f'{checkpoint}: holds a run of {run.get("task")!r}, not optical_flow.')
     apply_overrides(config, list(run.get('overrides', [])) + overrides)
     config.model.init_checkpoint = ''
-    params, state, _ = pretrained.restore_run(build(config), config, checkpoint)
+    # Restoring needs only the shapes of a batch, not the dataset.
+    b, tile = config.train.batch_size, tuple(model_kwargs(config)['train_size'])
+    zeros = {'frames': np.zeros((b, 2) + tile + (3,), np.float32),
+             'flow': np.zeros((b,) + tile + (2,), np.float32),
+             'valid': np.ones((b,) + tile, bool)}
+    shapes_only = Task(model=build_model(config), loss=loss, metrics=metrics,
+                       train_batch=lambda step: zeros, eval_batches=None)
+    params, state, _ = pretrained.restore_run(shapes_only, config, checkpoint)
     return config, params, state
   apply_overrides(config, overrides)
   config.model.init_checkpoint = ''

@@ -73,8 +73,13 @@ def restore_run(task: Any, config: Any, workdir: str) -> Tuple[Any, Any, int]:
     step = checkpoints.latest_step()
     if step is None:
       raise ValueError(f'{directory}: no complete checkpoint.')
-    ts = checkpoints.restore(
-        checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
+    try:
+      ts = checkpoints.restore(
+          checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
+    except ValueError as e:  # orbax: the saved tree differs from the configured model's.
+      first = str(e).strip().splitlines()[0][:200]
+      raise ValueError(f'{directory}: checkpoint {step} does not fit the configured model '
+                       f'(pass the run\'s --config overrides): {first}') from None
   finally:
     checkpoints.close()
   return ts.params, ts.state, step

@@ -33,9 +33,30 @@ def test_variant_trains_and_evaluates_through_cli(variant, tmp_path, capsys):
   assert result['step'] == 1
   assert set(result['eval']) == {'loss', 'top1', 'top5'}
   assert 0 <= result['eval']['top1'] <= result['eval']['top5'] <= 1
+  if variant != 'conv_preprocessing':   # (train already ran an evaluation pass)
+    return
   assert cli.main(['eval', 'imagenet', '--workdir', str(tmp_path)]) == 0
   again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert again['eval'] == pytest.approx(result['eval'])
+  # predict: top-5 of an image file, from the workdir and from an exported .npz.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from perceiver_agents import params_io  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.tasks import pretrained  # pylint: disable=g-import-not-at-top
+  photo = str(tmp_path / 'photo.jpg')
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), np.uint8)).save(photo)
+  assert cli.main(['predict', 'imagenet', '--checkpoint', str(tmp_path), photo]) == 0
+  top5 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])['top5']
+  assert len(top5) == 5 and 0 < sum(p for _, p in top5) <= 1.0 + 1e-6
+  config = learner.apply_overrides(imagenet.get_config(),
+                                   TINY + [f'model.variant={variant}'])
+  params, state, _ = pretrained.restore_run(imagenet.build(config), config, str(tmp_path))
+  weights = str(tmp_path / 'weights.npz')
+  params_io.save_params(weights, params, state=state)
+  assert cli.main(['predict', 'imagenet', '--checkpoint', weights, photo] + args) == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['top5'] == top5
+  assert cli.main(['predict', 'imagenet', '--checkpoint', str(tmp_path / 'x.pystate'),
+                   photo]) == 2
+  assert 'x.pystate' in capsys.readouterr().err
 
 
 def test_train_batches_are_pure_in_seed_and_step():
