@@ -9,7 +9,7 @@ from perceiver_agents.learner import read_metrics
 def test_train_agent_on_entity_micro_and_resume(tmp_path, tiny_overrides, capsys):
   workdir = str(tmp_path / 'run')
   args = ['train', 'agent', '--workdir', workdir, '--config.env=entity_micro',
-          '--config.agent.encoder=perceiver_io'] + [f'--config.{o}' for o in tiny_overrides]
+          '--config.agent.encoder=mlp'] + [f'--config.{o}' for o in tiny_overrides]
   assert cli.main(args + ['--config.train.steps=2']) == 0
   assert cli.main(args + ['--config.train.steps=3']) == 0
   out = capsys.readouterr()
