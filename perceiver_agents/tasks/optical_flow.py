@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_latent_channels = 96
   config.model.num_self_attends = 4
   config.model.num_self_attend_heads = 4
-  config.model.min_overlap = 8         # Tiles at other sizes overlap by at least this.
+  config.model.min_overlap = 20        # Tiles at other sizes overlap by >= this (published: 20).
   config.model.init_checkpoint = ''    # Released .pystate or .npz to start from.
 
   config.data = ml_collections.ConfigDict()

@@ -54,6 +54,12 @@ def test_variant_trains_and_evaluates_through_cli(variant, tmp_path, capsys):
   params_io.save_params(weights, params, state=state)
   assert cli.main(['predict', 'imagenet', '--checkpoint', weights, photo] + args) == 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['top5'] == top5
+  # Evaluating a weights file (as a released checkpoint) on the TFDS eval split.
+  assert cli.main(['predict', 'imagenet', '--checkpoint', weights, '--eval'] + args) == 0
+  report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert report['examples'] == 6
+  assert report['top1'] == pytest.approx(result['eval']['top1'])
+  assert report['top5'] == pytest.approx(result['eval']['top5'])
   assert cli.main(['predict', 'imagenet', '--checkpoint', str(tmp_path / 'x.pystate'),
                    photo]) == 2
   assert 'x.pystate' in capsys.readouterr().err
