@@ -12,7 +12,7 @@ The training recipe is the published one (data/imagenet.py): random resized crop
 RandAugment (4 layers, magnitude 5), MixUp 0.2 on half of each batch and CutMix 1.0 on the
 other half, label smoothing 0.1; LAMB, lr 2e-3 flat for the first half of training then
 cosine decay to 0 (optimizer.schedule='flat_cosine'), weight decay 0.1, batch 1024,
-110 epochs (train.steps = 110 * 1281167 // 1024 = 137,624 at batch 1024). Evaluation:
+110 epochs (train.steps = 110 * 1281167 // 1024 = 137,625 at batch 1024). Evaluation:
 centre crop 224 / (224 + 32); metrics top1 and top5.
 
     perceiver-agents train imagenet --workdir runs/in1k --config.model.size=published \\
