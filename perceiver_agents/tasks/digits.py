@@ -6,8 +6,8 @@ seeded (SPLIT_SEED), so every run and every machine sees the same 360 test image
 For reference, on this split's kind of data kNN scores ~98.6% and an RBF SVM ~99.4%.
 
 Model: pixels in [0, 1] plus Fourier position features -> Perceiver IO encoder (a small
-latent array) -> one trainable query decoded to 10 logits. Training augments with small random
-rotations, scalings and shifts (data.max_*).
+latent array) -> one trainable query decoded to 10 logits. Training augments with random shifts
+of up to data.max_shift pixels (rotations and scalings are available, off by default).
 
     perceiver-agents train digits --workdir runs/digits        # the README's `make demo`
     perceiver-agents train digits --workdir /tmp/d --config.train.steps=100   # quick look
@@ -38,12 +38,12 @@ IMAGE_SIZE = 8
 
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
-  config.train.steps = 2000
+  config.train.steps = 3000
   config.train.batch_size = 64
   config.train.log_every = 50
-  config.eval.every = 500
+  config.eval.every = 1000
   config.eval.batch_size = 360
-  config.checkpoint.every = 500
+  config.checkpoint.every = 1000
   config.optimizer.name = 'adamw'
   config.optimizer.learning_rate = 2e-3
   config.optimizer.warmup_steps = 100
@@ -62,10 +62,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.label_smoothing = 0.1
 
   config.data = ml_collections.ConfigDict()
-  # Random affine augmentation of training images (uniform in +-max); 0s turn it off.
-  config.data.max_shift = 1.0       # Pixels.
-  config.data.max_rotation = 10.0   # Degrees.
-  config.data.max_scale = 0.1       # Fraction of the size.
+  # Random affine augmentation of training images; 0s turn it off.
+  config.data.max_shift = 1         # Whole pixels.
+  config.data.max_rotation = 0.0    # Degrees.
+  config.data.max_scale = 0.0       # Fraction of the size.
   return config
 
 
@@ -111,15 +111,15 @@ def affine_images(images: np.ndarray, matrices: np.ndarray,
   return out.astype(images.dtype)
 
 
-def random_affine(rng: np.random.Generator, n: int, *, max_shift: float,
+def random_affine(rng: np.random.Generator, n: int, *, max_shift: int,
                   max_rotation: float, max_scale: float) -> tuple:
-  """n random (matrices [n, 2, 2], offsets [n, 2]): rotation in degrees, scale as a
-  fraction (0.1 = 10%), shift in pixels, each uniform in [-max, max]."""
+  """n random (matrices [n, 2, 2], offsets [n, 2]): rotation in degrees and scale as a
+  fraction (0.1 = 10%) uniform in [-max, max]; shifts whole pixels in [-max, max]."""
   angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
   scale = 1.0 + rng.uniform(-max_scale, max_scale, n)
   cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
   matrices = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
-  return matrices, rng.uniform(-max_shift, max_shift, (n, 2))
+  return matrices, rng.integers(-max_shift, max_shift + 1, (n, 2)).astype(np.float64)
 
 
 def build(config: ml_collections.ConfigDict) -> Task:

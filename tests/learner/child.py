@@ -4,7 +4,8 @@ A fresh process is what lets a test choose the device count (XLA_FLAGS must be s
 jax starts) and kill a run. Usage: python child.py '<json spec>', the spec holding
   mode: 'train' | 'one_update'
   overrides: ['a.b=value', ...] for the toy task's config
-  workdir (train), out (one_update: .npz of the params after one update)
+  workdir (train), out (one_update: .npz of the params after one update, a '%s'
+    pattern filled with each of the spec's `fsdp` values)
   block_finalize_at: optional step whose checkpoint write blocks just before its atomic
     rename, after printing BLOCKED (so that a test can kill it mid-write).
 """
@@ -64,8 +65,10 @@ def main() -> None:
     if spec.get('out'):
       _, ts = learner.load_state(task, config, spec['workdir'])
       np.savez(spec['out'], **flat(ts.params))
-  elif spec['mode'] == 'one_update':
-    np.savez(spec['out'], **one_update(task, config))
+  elif spec['mode'] == 'one_update':  # Once per mesh.fsdp value, into out % fsdp.
+    for fsdp in spec.get('fsdp', [False]):
+      config.mesh.fsdp = fsdp
+      np.savez(spec['out'] % fsdp, **one_update(task, config))
   print('DEVICES', jax.device_count(), flush=True)
 
 

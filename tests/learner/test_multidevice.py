@@ -18,12 +18,12 @@ def test_one_update_on_eight_devices_equals_one_device(tmp_path, toy, child):
   task, config = toy(*OVERRIDES)
   one_device = sharding.make_mesh(sharding.make_mesh().devices.flat[:1])
   expected = child.module.one_update(task, config, one_device)
+  out = str(tmp_path / 'fsdp_%s.npz')
+  log = child.run({'mode': 'one_update', 'out': out, 'overrides': OVERRIDES,
+                   'fsdp': [False, True]}, num_devices=8)
+  assert 'DEVICES 8' in log
   for fsdp in (False, True):
-    out = tmp_path / f'fsdp_{fsdp}.npz'
-    log = child.run({'mode': 'one_update', 'out': str(out),
-                     'overrides': OVERRIDES + [f'mesh.fsdp={fsdp}']}, num_devices=8)
-    assert 'DEVICES 8' in log
-    _assert_close(expected, np.load(out))
+    _assert_close(expected, np.load(out % fsdp))
 
 
 def test_checkpoint_from_eight_devices_resumes_on_one(tmp_path, toy, child):

@@ -31,10 +31,10 @@ def test_affine_images_shift_and_identity():
 
 
 def test_random_affine_within_bounds():
-  matrices, offsets = digits.random_affine(np.random.default_rng(0), 100, max_shift=1.0,
+  matrices, offsets = digits.random_affine(np.random.default_rng(0), 100, max_shift=1,
                                            max_rotation=10.0, max_scale=0.1)
   assert matrices.shape == (100, 2, 2) and offsets.shape == (100, 2)
-  assert np.abs(offsets).max() <= 1.0
+  assert set(np.unique(offsets)) == {-1.0, 0.0, 1.0}
   scales = 1.0 / np.sqrt(np.abs(np.linalg.det(matrices)))
   assert 0.9 <= scales.min() and scales.max() <= 1.1
 
