@@ -92,7 +92,7 @@ def affine_images(images: np.ndarray, matrices: np.ndarray,
     matrices: float [B, 2, 2] acting on (row, column) coordinates.
     offsets: float [B, 2], in pixels.
   """
-  b, h, w, c = images.shape
+  b, h, w, _ = images.shape
   centre = np.array([(h - 1) / 2, (w - 1) / 2])
   grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing='ij'), -1) - centre
   src = np.einsum('bij,hwj->bhwi', matrices, grid) + centre + offsets[:, None, None]
