@@ -13,6 +13,7 @@ per generated token; when it reaches S latents it restarts on the last M - 1 pos
 (see blocks/perceiver_ar.py). Both paths (cached and `cached=False`) compute the logits of
 the same model on the same window, so their greedy outputs agree.
 """
+import functools
 from typing import Any, Mapping, NamedTuple, Optional
 
 import haiku as hk
@@ -57,6 +58,13 @@ def sample_logits(rng: jax.Array, logits: jax.Array, *, temperature: float,
     threshold = jnp.take_along_axis(sorted_logits, needed - 1, axis=-1)
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _sampler(temperature: float, top_k: int, top_p: float):
+  """sample_logits compiled once per setting: (key, logits [B, V]) -> int32 [B]."""
+  return jax.jit(lambda key, logits: sample_logits(
+      key, logits, temperature=temperature, top_k=top_k, top_p=top_p))
 
 
 class GenerationResult(NamedTuple):
@@ -138,8 +146,7 @@ class Generator:
     if temperature > 0 and rng is None:
       raise ValueError('rng: sampling with temperature > 0 needs a PRNG key.')
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    sample = jax.jit(lambda key, logits: sample_logits(
-        key, logits, temperature=temperature, top_k=top_k, top_p=top_p))
+    sample = _sampler(float(temperature), int(top_k), float(top_p))
     batch, length = prompt.shape
     start = length - min(self.num_latents, length)
     if cached:

@@ -28,6 +28,12 @@ def _tokens(length=N, seed=0):
 
 
 @pytest.fixture(scope='module')
+def generator(params):
+  """One Generator (default cache slots) shared by tests, so it compiles once."""
+  return Generator(KWARGS, params)
+
+
+@pytest.fixture(scope='module')
 def params():
   """Initialised parameters plus noise, so that zero biases/offsets are not special."""
   p = jax.jit(_model().init)(jax.random.PRNGKey(0), _tokens(8))
@@ -95,13 +101,13 @@ def test_context_dropout_keeps_latents_and_positions():
 
 
 def test_context_dropout_only_in_training(params):
-  model = _model(context_dropout=0.5)
+  apply = jax.jit(_model(context_dropout=0.5).apply, static_argnames='is_training')
   tokens = _tokens()
-  eval_a = model.apply(params, jax.random.PRNGKey(0), tokens)
-  eval_b = model.apply(params, jax.random.PRNGKey(1), tokens)
+  eval_a = apply(params, jax.random.PRNGKey(0), tokens)
+  eval_b = apply(params, jax.random.PRNGKey(1), tokens)
   np.testing.assert_array_equal(eval_a, eval_b)
-  train_a = model.apply(params, jax.random.PRNGKey(0), tokens, is_training=True)
-  train_b = model.apply(params, jax.random.PRNGKey(1), tokens, is_training=True)
+  train_a = apply(params, jax.random.PRNGKey(0), tokens, is_training=True)
+  train_b = apply(params, jax.random.PRNGKey(1), tokens, is_training=True)
   assert np.abs(np.asarray(train_a) - np.asarray(train_b)).max() > 1e-6
 
 
@@ -114,8 +120,9 @@ def test_remat_same_loss_and_gradients_every_parameter_trained(params):
     w = np.random.RandomState(7).randn(*logits.shape).astype(np.float32)
     return jnp.sum(logits * w)
 
-  plain = jax.value_and_grad(loss_fn)(params, False)
-  remat = jax.value_and_grad(loss_fn)(params, True)
+  value_and_grad = jax.jit(jax.value_and_grad(loss_fn), static_argnums=1)
+  plain = value_and_grad(params, False)
+  remat = value_and_grad(params, True)
   np.testing.assert_allclose(plain[0], remat[0], rtol=1e-5)
   chex.assert_trees_all_close(plain[1], remat[1], rtol=1e-4, atol=1e-5)
   dead = [k for k, v in jax.tree_util.tree_flatten_with_path(plain[1])[0]
@@ -148,8 +155,7 @@ def test_cached_decoding_matches_uncached_forward_at_every_step(params, max_late
   np.testing.assert_allclose(uncached.logits, result.logits, atol=1e-5, rtol=1e-5)
 
 
-def test_prompt_shorter_than_latents(params):
-  generator = Generator(KWARGS, params)
+def test_prompt_shorter_than_latents(params, generator):
   prompt = _tokens(2, seed=3)
   result = generator.generate(prompt, num_tokens=3, return_logits=True)
   expected = _apply(_model(), params, prompt, num_latents=2)[:, -1]
@@ -174,8 +180,7 @@ def test_sampling_top_k_top_p_and_greedy():
   assert set(full.tolist()) == {0, 1, 2, 3}
 
 
-def test_same_seed_same_samples(params):
-  generator = Generator(KWARGS, params)
+def test_same_seed_same_samples(generator):
   prompt = _tokens(5)
   a = generator.generate(prompt, num_tokens=6, rng=jax.random.PRNGKey(4), temperature=1.0)
   b = generator.generate(prompt, num_tokens=6, rng=jax.random.PRNGKey(4), temperature=1.0)
@@ -218,8 +223,7 @@ def test_bad_inputs(params):
     (np.zeros((1, 3), np.int32), dict(top_p=1.5), r'top_p must be in \(0, 1\]'),
     (np.zeros((1, 3), np.int32), dict(temperature=1.0), 'needs a PRNG key'),
 ])
-def test_generation_bad_input(params, prompt, kwargs, match):
-  generator = Generator(KWARGS, params)
+def test_generation_bad_input(generator, prompt, kwargs, match):
   kwargs = dict(dict(num_tokens=1), **kwargs)
   with pytest.raises(ValueError, match=match):
     generator.generate(prompt, **kwargs)
