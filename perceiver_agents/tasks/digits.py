@@ -38,8 +38,8 @@ IMAGE_SIZE = 8
 
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
-  config.train.steps = 3000
-  config.train.batch_size = 64
+  config.train.steps = 5000
+  config.train.batch_size = 32
   config.train.log_every = 50
   config.eval.every = 1000
   config.eval.batch_size = 360
