@@ -243,10 +243,7 @@ def _load(checkpoint: str, overrides: List[str]):
     return config, params, state
   apply_overrides(config, overrides)
   config.model.init_checkpoint = ''
-  params, state = pretrained.load_weights(checkpoint)
-  fresh = jax.eval_shape(lambda: build_model(config).init(jax.random.PRNGKey(0), None))
-  pretrained.check_tree(params, fresh[0], where=checkpoint)
-  pretrained.check_tree(state, fresh[1], where=checkpoint)
+  params, state = pretrained.load_checked(checkpoint, build_model(config))
   return config, params, state
 
 

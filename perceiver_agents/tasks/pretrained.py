@@ -1,6 +1,7 @@
 """Starting a task's model from released weights, and reading a trained run's weights back.
 
   load_weights(path)              a released DeepMind `*.pystate` or our `.npz` -> (params, state)
+  load_checked(path, model)       the same, checked against the model's parameter tree
   start_from(model, path)         the model whose init returns those weights (checked)
   restore_run(task, config, dir)  (params, state) of the latest checkpoint of a workdir
 """
@@ -43,6 +44,16 @@ def check_tree(got: Any, want: Any, *, where: str) -> None:
   raise ValueError(f'{where}: weights do not fit the configured model; missing {missing}, '
                    f'unexpected {extra}, shape mismatches {wrong}. Use the matching '
                    'model.size / variant.')
+
+
+def load_checked(path: str, model: hk.TransformedWithState) -> Tuple[dict, dict]:
+  """`load_weights(path)`, refused unless names and shapes fit `model` (init'ed on None)."""
+  params, state = load_weights(path)
+  fresh_params, fresh_state = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), None))
+  check_tree(params, fresh_params, where=path)
+  check_tree(state, fresh_state, where=path)
+  return params, state
 
 
 def start_from(model: hk.TransformedWithState, path: str) -> hk.TransformedWithState:
