@@ -30,6 +30,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 from typing import Iterator, List
 
 import haiku as hk
@@ -43,6 +44,7 @@ from perceiver_agents import zoo
 from perceiver_agents.data import imagenet as imagenet_data
 from perceiver_agents.learner.config import apply_overrides, default_config
 from perceiver_agents.tasks import pretrained
+from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import Task
 
 VARIANTS = ('learned_position_encoding', 'fourier_position_encoding', 'conv_preprocessing')
@@ -222,24 +224,15 @@ def build(config: ml_collections.ConfigDict) -> Task:
 def _load(checkpoint: str, overrides: List[str]):
   config = get_config()
   if os.path.isdir(checkpoint):
-    run_file = os.path.join(checkpoint, 'run.json')
-    run = {}
-    if os.path.exists(run_file):
-      with open(run_file) as f:
-        run = json.load(f)
-      if run.get('task') != 'imagenet':
-        raise ValueError(f'{checkpoint}: holds a run of {run.get("task")!r}, not imagenet.')
-    apply_overrides(config, list(run.get('overrides', [])) + overrides)
+    config = workdir_lib.run_config(sys.modules[__name__], checkpoint, overrides,
+                                    task='imagenet')
     config.model.init_checkpoint = ''
     # Restoring needs only the shapes of a batch, not the dataset.
     b, size = config.train.batch_size, image_size(config)
-    num_classes = model_kwargs(config)['num_classes']
     zeros = {'image': np.zeros((b, size, size, 3), np.float32),
              'label': np.zeros((b,), np.int32),
-             'soft_label': np.zeros((b, num_classes), np.float32)}
-    shapes_only = Task(model=build_model(config), loss=make_loss(num_classes, 0.0),
-                       metrics=metrics, train_batch=lambda step: zeros, eval_batches=None)
-    params, state, _ = pretrained.restore_run(shapes_only, config, checkpoint)
+             'soft_label': np.zeros((b, model_kwargs(config)['num_classes']), np.float32)}
+    params, state = workdir_lib.restore(build_model(config), config, checkpoint, zeros)
     return config, params, state
   apply_overrides(config, overrides)
   config.model.init_checkpoint = ''

@@ -25,6 +25,7 @@ import copy
 import functools
 import json
 import os
+import sys
 from typing import Iterator, List, Sequence, Tuple
 
 import haiku as hk
@@ -37,6 +38,7 @@ from perceiver_agents import zoo
 from perceiver_agents.data import flow_augment, flow_formats, flow_viz, procedural_flow, sampling
 from perceiver_agents.learner.config import apply_overrides, default_config
 from perceiver_agents.tasks import pretrained
+from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import Task
 
 SOURCES = ('procedural',) + tuple(flow_formats.DATASETS)
@@ -310,23 +312,15 @@ def _load_for_predict(checkpoint: str, overrides: List[str]):
   """(config, params, state) from a workdir of `train` or from a weights file."""
   config = get_config()
   if os.path.isdir(checkpoint):
-    run_file = os.path.join(checkpoint, 'run.json')
-    run = {}
-    if os.path.exists(run_file):
-      with open(run_file) as f:
-        run = json.load(f)
-      if run.get('task') != 'optical_flow':
-        raise ValueError(f'{checkpoint}: holds a run of {run.get("task")!r}, not optical_flow.')
-    apply_overrides(config, list(run.get('overrides', [])) + overrides)
+    config = workdir_lib.run_config(sys.modules[__name__], checkpoint, overrides,
+                                    task='optical_flow')
     config.model.init_checkpoint = ''
     # Restoring needs only the shapes of a batch, not the dataset.
     b, tile = config.train.batch_size, tuple(model_kwargs(config)['train_size'])
     zeros = {'frames': np.zeros((b, 2) + tile + (3,), np.float32),
              'flow': np.zeros((b,) + tile + (2,), np.float32),
              'valid': np.ones((b,) + tile, bool)}
-    shapes_only = Task(model=build_model(config), loss=loss, metrics=metrics,
-                       train_batch=lambda step: zeros, eval_batches=None)
-    params, state, _ = pretrained.restore_run(shapes_only, config, checkpoint)
+    params, state = workdir_lib.restore(build_model(config), config, checkpoint, zeros)
     return config, params, state
   apply_overrides(config, overrides)
   config.model.init_checkpoint = ''

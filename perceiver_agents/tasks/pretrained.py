@@ -1,9 +1,8 @@
-"""Starting a task's model from released weights, and reading a trained run's weights back.
+"""Starting a task's model from released weights (a trained workdir: tasks/workdir.py).
 
   load_weights(path)              a released DeepMind `*.pystate` or our `.npz` -> (params, state)
   load_checked(path, model)       the same, checked against the model's parameter tree
   start_from(model, path)         the model whose init returns those weights (checked)
-  restore_run(task, config, dir)  (params, state) of the latest checkpoint of a workdir
 """
 
 import os
@@ -68,29 +67,3 @@ def start_from(model: hk.TransformedWithState, path: str) -> hk.TransformedWithS
     return (jax.tree.map(cast, params, fresh_params), jax.tree.map(cast, state, fresh_state))
 
   return hk.TransformedWithState(init=init, apply=model.apply)
-
-
-def restore_run(task: Any, config: Any, workdir: str) -> Tuple[Any, Any, int]:
-  """(params, state, step) of the latest checkpoint the learner wrote in `workdir`."""
-  from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.learner import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.learner import loop  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(workdir, loop.CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
-    raise ValueError(f'{workdir}: no checkpoints/ folder; train first or pass a weights file.')
-  programs = learner.build_programs(task, config)
-  checkpoints = learner.Checkpointer(directory, keep=config.checkpoint.keep)
-  try:
-    step = checkpoints.latest_step()
-    if step is None:
-      raise ValueError(f'{directory}: no complete checkpoint.')
-    try:
-      ts = checkpoints.restore(
-          checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
-    except ValueError as e:  # orbax: the saved tree differs from the configured model's.
-      first = str(e).strip().splitlines()[0][:200]
-      raise ValueError(f'{directory}: checkpoint {step} does not fit the configured model '
-                       f'(pass the run\'s --config overrides): {first}') from None
-  finally:
-    checkpoints.close()
-  return ts.params, ts.state, step

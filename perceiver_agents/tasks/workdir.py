@@ -8,7 +8,7 @@ No data set is needed: the train state's layout comes from the model and a sampl
 
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -28,15 +28,21 @@ def is_workdir(path: str) -> bool:
   return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
 
 
-def run_config(module: Any, workdir: str,
-               overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """module.get_config() with the run's recorded overrides, then `overrides` on top."""
-  recorded = []
+def run_config(module: Any, workdir: str, overrides: Sequence[str] = (), *,
+               task: Optional[str] = None) -> ml_collections.ConfigDict:
+  """module.get_config() with the run's recorded overrides, then `overrides` on top.
+
+  With `task`, a workdir whose run.json records another task is refused.
+  """
+  run = {}
   run_file = os.path.join(workdir, RUN_FILE)
   if os.path.exists(run_file):
     with open(run_file) as f:
-      recorded = json.load(f).get('overrides', [])
-  return apply_overrides(module.get_config(), list(recorded) + list(overrides))
+      run = json.load(f)
+  if task is not None and run.get('task', task) != task:
+    raise ValueError(f'{workdir}: holds a run of {run["task"]!r}, not {task}.')
+  return apply_overrides(module.get_config(),
+                         list(run.get('overrides', [])) + list(overrides))
 
 
 def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
@@ -52,9 +58,16 @@ def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
   shardings = jax.tree.map(lambda _: rep, shapes)
   checkpoints = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
   try:
-    if checkpoints.latest_step() is None:
+    step = checkpoints.latest_step()
+    if step is None:
       raise ValueError(f'--checkpoint: no checkpoint in {checkpoints.directory}.')
-    ts = checkpoints.restore(checkpoint_lib.abstract_target(shapes, shardings))
+    try:
+      ts = checkpoints.restore(checkpoint_lib.abstract_target(shapes, shardings), step=step)
+    except ValueError as e:  # orbax: the saved tree differs from the configured model's.
+      first = str(e).strip().splitlines()[0][:200]
+      raise ValueError(f'{checkpoints.directory}: checkpoint {step} does not fit the '
+                       f"configured model (pass the run's --config overrides): {first}"
+                       ) from None
   finally:
     checkpoints.close()
   return ts.params, ts.state

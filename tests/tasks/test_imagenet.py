@@ -38,7 +38,7 @@ def test_variant_trains_and_evaluates_through_cli(variant, tmp_path, capsys):
   # predict: top-5 of an image file, from the workdir and from an exported .npz.
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from perceiver_agents import params_io  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.tasks import pretrained  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.tasks import workdir  # pylint: disable=g-import-not-at-top
   photo = str(tmp_path / 'photo.jpg')
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), np.uint8)).save(photo)
   assert cli.main(['predict', 'imagenet', '--checkpoint', str(tmp_path), photo]) == 0
@@ -46,7 +46,8 @@ def test_variant_trains_and_evaluates_through_cli(variant, tmp_path, capsys):
   assert len(top5) == 5 and 0 < sum(p for _, p in top5) <= 1.0 + 1e-6
   config = learner.apply_overrides(imagenet.get_config(),
                                    TINY + [f'model.variant={variant}'])
-  params, state, _ = pretrained.restore_run(imagenet.build(config), config, str(tmp_path))
+  task = imagenet.build(config)
+  params, state = workdir.restore(task.model, config, str(tmp_path), task.train_batch(0))
   weights = str(tmp_path / 'weights.npz')
   params_io.save_params(weights, params, state=state)
   assert cli.main(['predict', 'imagenet', '--checkpoint', weights, photo] + args) == 0
