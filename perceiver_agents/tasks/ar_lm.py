@@ -7,8 +7,6 @@ A batch holds
   weights  float32 [B, M]  1 where a target counts in the loss and metrics, else 0.
 """
 
-import json
-import os
 from typing import Any
 
 import haiku as hk
@@ -77,35 +75,16 @@ def load_generator(task_name: str, checkpoint: str, *,
     max_latents: latent cache slots for generation (0: the Generator's default).
   """
   # Imported here: tasks/__init__ imports nothing heavy, and the CLI imports tasks lazily.
-  from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
   from perceiver_agents import tasks  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.learner import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  run_file = os.path.join(checkpoint, 'run.json')
-  ckpt_dir = os.path.join(checkpoint, learner.loop.CHECKPOINT_DIR)
-  if not os.path.isdir(ckpt_dir):
+  from perceiver_agents.tasks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not workdir_lib.is_workdir(checkpoint):
     raise ValueError(f'--checkpoint: {checkpoint} is not a training workdir (no '
-                     f'{learner.loop.CHECKPOINT_DIR}/ folder in it).')
-  overrides = []
-  if os.path.exists(run_file):
-    with open(run_file) as f:
-      run = json.load(f)
-    if run.get('task') != task_name:
-      raise ValueError(f'--checkpoint: {checkpoint} holds a run of {run.get("task")!r}, '
-                       f'not {task_name!r}.')
-    overrides = run.get('overrides', [])
+                     'checkpoints/ folder in it).')
   module = tasks.get(task_name)
-  config = learner.apply_overrides(module.get_config(), overrides)
+  config = workdir_lib.run_config(module, checkpoint, task=task_name)
   task = module.build(config)
-  programs = learner.build_programs(task, config)
-  checkpoints = learner.Checkpointer(ckpt_dir, keep=config.checkpoint.keep)
-  try:
-    if checkpoints.latest_step() is None:
-      raise ValueError(f'--checkpoint: no checkpoint in {ckpt_dir}; train first.')
-    state = checkpoints.restore(
-        checkpoint_lib.abstract_target(programs.shapes, programs.shardings))
-  finally:
-    checkpoints.close()
-  params = jax.device_get(state.params)
+  params, _ = workdir_lib.restore(task.model, config, checkpoint, task.train_batch(0))
+  params = jax.device_get(params)
   kwargs = model_kwargs(config, vocab_size=module.vocab_size(config))
   return Generator(kwargs, params, max_latents=max_latents or None), config
 
