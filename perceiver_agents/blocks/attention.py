@@ -4,6 +4,8 @@ Shape letters used throughout:
   B: batch size.   Q: number of query positions.   K: number of key/value positions.
   C: channels.     H: attention heads.             D: channels per head.
 
+The residual blocks end in `fusion.cotangent_boundary` (an identity that keeps XLA
+from re-fusing the backward residual chain into every layer; see blocks/fusion.py).
 All blocks are pre-LayerNorm (eps 1e-5) residual blocks with biased Q/K/V/output
 projections, the scaled dot-product scale 1/sqrt(D_qk), tanh-approximate GELU in the MLP,
 and masked logits set to -1e30 (rows whose every key is masked give zeros, never NaN).
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import fusion
 
 
 def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
@@ -218,7 +221,7 @@ class SelfAttention(hk.Module):
                 dropout_prob=self._dropout_prob,
                 init_scale=self._dense_init_scale)(
                     layer_norm(x), is_training=is_training)
-    return x
+    return fusion.cotangent_boundary(x)
 
 
 class CrossAttention(hk.Module):
@@ -277,4 +280,4 @@ class CrossAttention(hk.Module):
                 dropout_prob=self._dropout_prob,
                 init_scale=self._dense_init_scale)(
                     layer_norm(x), is_training=is_training)
-    return x
+    return fusion.cotangent_boundary(x)

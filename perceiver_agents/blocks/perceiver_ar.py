@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import fusion
 from perceiver_agents.blocks.attention import attend, layer_norm, linear, MLP
 
 KeyValue = Tuple[jax.Array, jax.Array]  # k [B, K, H, D], v [B, K, H, D]
@@ -160,7 +161,7 @@ class _Layer(hk.Module):
     mlp = MLP(widening_factor=self._widening_factor, name='mlp')
     h = h + self._dropout(mlp(layer_norm(h, name='mlp_norm'), is_training=is_training),
                           is_training)
-    return h, kv
+    return fusion.cotangent_boundary(h), kv
 
 
 class DecodeCache(NamedTuple):
