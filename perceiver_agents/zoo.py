@@ -107,12 +107,18 @@ def imagenet_perceiver(*, input_preprocessor: Mapping, encoder: Mapping,
 
 def optical_flow_perceiver(*, train_size: Sequence[int], encoder: Mapping,
                            num_bands: int = 64,
-                           flow_scale_factor: float = 20.0) -> hk.Transformed:
+                           flow_scale_factor: float = 20.0,
+                           decode_chunk_size: Optional[int] = None
+                           ) -> hk.Transformed:
   """Optical flow between two frames (the published model: Sintel/KITTI).
 
   f(images float [B, 2, H, W, 3], *, is_training=False) -> flow [B, H, W, 2], with
   (H, W) = train_size. Inputs are 3x3 patches of both frames, merged in time; the
   decoder queries with the first frame's features.
+
+  `decode_chunk_size` decodes the H*W flow queries that many at a time, and
+  `encoder['cross_attend_chunk_size']` cross-attends the latents that many at a time:
+  same outputs, a fraction of the peak memory (benchmarks/memory.py).
   """
   train_size = tuple(train_size)
   fourier = dict(num_bands=num_bands, max_resolution=train_size,
@@ -133,7 +139,8 @@ def optical_flow_perceiver(*, train_size: Sequence[int], encoder: Mapping,
         decoder=blocks.FlowDecoder(train_size, rescale_factor=100.0,
                                    use_query_residual=False,
                                    output_num_channels=2,
-                                   output_w_init=jnp.zeros))
+                                   output_w_init=jnp.zeros,
+                                   decode_chunk_size=decode_chunk_size))
     return model(patches_for_flow(images),
                  is_training=is_training) * flow_scale_factor
 
@@ -145,7 +152,8 @@ def video_autoencoder(*, num_frames: int, image_size: int,
                       num_classes: int, encoder: Mapping,
                       audio_num_bands: int = 192, image_num_bands: int = 32,
                       image_spatial_downsample: int = 4,
-                      decoder_num_channels: int = 512
+                      decoder_num_channels: int = 512,
+                      decode_chunk_size: Optional[int] = None
                       ) -> hk.TransformedWithState:
   """Kinetics video + audio + label autoencoder (multimodal Perceiver IO).
 
@@ -155,7 +163,9 @@ def video_autoencoder(*, num_frames: int, image_size: int,
   -> {'image': [B, n_img, 3], 'audio': [B, n_audio * samples_per_patch],
       'label': [B, num_classes]}.
   The label input is replaced by a learned mask token, so the label is predicted
-  from video and audio alone. Decode a whole clip chunk by chunk via `subsampling`.
+  from video and audio alone. Decode a whole clip chunk by chunk via `subsampling`,
+  or in one call with `decode_chunk_size` (the decoder's cross-attention then runs over
+  at most that many queries at a time, inside the model: same outputs, bounded memory).
   """
   n_audio = num_frames * audio_samples_per_frame
   if n_audio % samples_per_patch:
@@ -217,7 +227,8 @@ def video_autoencoder(*, num_frames: int, image_size: int,
                     num_channels=decoder_num_channels, init_scale=0.02),
                 concat_preprocessed_input=False, use_query_residual=False),
         },
-        output_num_channels=decoder_num_channels, use_query_residual=False)
+        output_num_channels=decoder_num_channels, use_query_residual=False,
+        decode_chunk_size=decode_chunk_size)
     model = blocks.Perceiver(input_preprocessor=preprocessor,
                              encoder=model_encoder, decoder=decoder,
                              output_postprocessor=postprocessor)

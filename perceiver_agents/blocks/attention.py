@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import fusion
 
 
@@ -106,10 +107,13 @@ class Attention(hk.Module):
                qk_channels: Optional[int] = None,
                v_channels: Optional[int] = None,
                output_channels: Optional[int] = None,
+               query_chunk_size: Optional[int] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
     checks.check_positive(num_heads, name='num_heads')
+    chunking.check_chunk_size(query_chunk_size, name='query_chunk_size')
     self._num_heads = num_heads
+    self._query_chunk_size = query_chunk_size
     self._init_scale = init_scale
     self._with_final_bias = with_final_bias
     self._final_init_scale = final_init_scale_multiplier * init_scale
@@ -147,8 +151,13 @@ class Attention(hk.Module):
     q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
     k = jnp.reshape(k, [batch, kv_len, heads, qk_channels // heads])
     v = jnp.reshape(v, [batch, kv_len, heads, v_channels // heads])
-    out = attend(q, k, v, dropout_prob=self._dropout_prob,
-                 attention_mask=attention_mask)  # [B, Q, Cv]
+    # Query rows attend independently: with query_chunk_size, only one chunk's
+    # logits [B, H, chunk, K] are alive at a time (same values, less memory).
+    out = chunking.map_chunks(
+        lambda c: attend(c['q'], k, v, dropout_prob=self._dropout_prob,
+                         attention_mask=c['mask']),
+        {'q': q, 'mask': attention_mask},
+        chunk_size=self._query_chunk_size)  # [B, Q, Cv]
     return linear(output_channels, with_bias=self._with_final_bias,
                   init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
 
@@ -239,10 +248,13 @@ class CrossAttention(hk.Module):
                shape_for_attn: str = 'kv', use_query_residual: bool = True,
                qk_channels: Optional[int] = None,
                v_channels: Optional[int] = None,
+               query_chunk_size: Optional[int] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
     checks.check_choice(shape_for_attn, ('q', 'kv'), name='shape_for_attn')
     checks.check_positive(num_heads, name='num_heads')
+    chunking.check_chunk_size(query_chunk_size, name='query_chunk_size')
+    self._query_chunk_size = query_chunk_size
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
     self._attention_dropout_prob = attention_dropout_prob
@@ -272,6 +284,7 @@ class CrossAttention(hk.Module):
         dropout_prob=self._attention_dropout_prob if is_training else 0.0,
         qk_channels=qk_channels, v_channels=self._v_channels,
         output_channels=output_channels,
+        query_chunk_size=self._query_chunk_size,
     )(layer_norm(inputs_q), layer_norm(inputs_kv),
       attention_mask=attention_mask)  # [B, Q, Cq]
     attention = _dropout(attention, self._dropout_prob, is_training)

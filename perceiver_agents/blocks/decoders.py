@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
 from perceiver_agents.blocks.position import build_position_encoding
@@ -74,6 +75,11 @@ class BasicDecoder(Decoder):
   position_encoding_type='none' the queries must come from elsewhere (e.g. a
   MultimodalDecoder or FlowDecoder). The output is projected to `output_num_channels`
   when `final_project`.
+
+  `decode_chunk_size` decodes at most that many queries at a time (cross-attention,
+  MLP and projection), so that one chunk's attention logits [B, H, chunk, M] are alive
+  instead of all O queries' [B, H, O, M]; the outputs are the same. None decodes all
+  queries at once.
   """
 
   def __init__(self, *, output_num_channels: int,
@@ -89,9 +95,12 @@ class BasicDecoder(Decoder):
                project_pos_dim: int = -1,
                trainable_position_encoding_kwargs: Optional[dict] = None,
                fourier_position_encoding_kwargs: Optional[dict] = None,
+               decode_chunk_size: Optional[int] = None,
                name: str = 'basic_decoder'):
     super().__init__(name=name)
     checks.check_positive(num_heads, name='num_heads')
+    chunking.check_chunk_size(decode_chunk_size, name='decode_chunk_size')
+    self._decode_chunk_size = decode_chunk_size
     if isinstance(output_index_dims, (int, np.integer)):
       output_index_dims = (int(output_index_dims),)
     self._output_index_dims = (tuple(output_index_dims)
@@ -151,22 +160,30 @@ class BasicDecoder(Decoder):
     """Maps queries [B, O, E] and latents [B, M, D] to [B, O, F] (F=E without projection)."""
     checks.check_rank(query, 3, name='query')
     checks.check_rank(z, 3, name='z')
-    attention_mask = None
     if query_mask is not None:
       checks.check_mask(query_mask, query.shape[:2], name='query_mask')
-      attention_mask = make_cross_attention_mask(
-          query_mask, jnp.ones(z.shape[:2], dtype=bool))  # [B, O, M]
     cross_attend = CrossAttention(
         dropout_prob=0.0, num_heads=self._num_heads, widening_factor=1,
         shape_for_attn='kv', qk_channels=self._qk_channels,
         v_channels=self._v_channels,
         use_query_residual=self._use_query_residual)
-    output = cross_attend(query, z, is_training=is_training,
-                          attention_mask=attention_mask)  # [B, O, E]
-    if self._final_project:
-      output = hk.Linear(self._output_num_channels, w_init=self._output_w_init,
-                         name='output')(output)  # [B, O, F]
-    return output
+    project = (hk.Linear(self._output_num_channels, w_init=self._output_w_init,
+                         name='output') if self._final_project else None)
+
+    def decode(chunk):
+      """Queries [B, c, E] (and their mask [B, c]) -> outputs [B, c, F]."""
+      attention_mask = None
+      if chunk['mask'] is not None:
+        attention_mask = make_cross_attention_mask(
+            chunk['mask'], jnp.ones(z.shape[:2], dtype=bool))  # [B, c, M]
+      output = cross_attend(chunk['query'], z, is_training=is_training,
+                            attention_mask=attention_mask)  # [B, c, E]
+      if project is not None:
+        output = project(output)  # [B, c, F]
+      return output
+
+    return chunking.map_chunks(decode, {'query': query, 'mask': query_mask},
+                               chunk_size=self._decode_chunk_size)  # [B, O, F]
 
 
 class ClassificationDecoder(Decoder):
@@ -251,7 +268,8 @@ class FlowDecoder(Decoder):
     return inputs
 
   def __call__(self, query, z, *, is_training, query_mask=None):
-    preds = self.decoder(query, z, is_training=is_training) / self._rescale_factor
+    preds = self.decoder(query, z, is_training=is_training,
+                         query_mask=query_mask) / self._rescale_factor
     return jnp.reshape(preds, (preds.shape[0],) + self._output_image_shape
                        + (preds.shape[-1],))  # [B, H, W, F]
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
 from perceiver_agents.blocks.attention import SelfAttention
@@ -28,6 +29,14 @@ class PerceiverEncoder(hk.Module):
   every block (`cross_attend_every_block=True`); the repeated cross-attends reuse the
   first one's weights when `share_cross_attend_weights` (default), or each block gets
   its own cross-attention otherwise.
+
+  Memory options (neither changes the parameters or the outputs):
+  `cross_attend_chunk_size` attends at most that many latents at a time in the
+  cross-attention(s), so one chunk's logits [B, H, chunk, N] are alive instead of
+  [B, H, M, N] (large N, e.g. full-resolution flow). `remat_latents` rematerialises
+  each latent self-attention layer in the backward pass (`hk.remat`): training keeps
+  only each layer's input [B, M, D], not its attention and MLP activations, and
+  recomputes them in the backward (about one more forward of the latent stack).
   """
 
   def __init__(self, *, num_self_attends_per_block: int = 6,
@@ -46,8 +55,13 @@ class PerceiverEncoder(hk.Module):
                use_query_residual: bool = True,
                cross_attend_every_block: bool = False,
                share_cross_attend_weights: bool = True,
+               cross_attend_chunk_size: Optional[int] = None,
+               remat_latents: bool = False,
                name: str = 'perceiver_encoder'):
     super().__init__(name=name)
+    chunking.check_chunk_size(cross_attend_chunk_size,
+                              name='cross_attend_chunk_size')
+    self._remat_latents = bool(remat_latents)
     for arg, value in (('num_self_attends_per_block', num_self_attends_per_block),
                        ('num_blocks', num_blocks), ('z_index_dim', z_index_dim),
                        ('num_z_channels', num_z_channels)):
@@ -72,7 +86,8 @@ class PerceiverEncoder(hk.Module):
           widening_factor=cross_attend_widening_factor,
           shape_for_attn=cross_attention_shape_for_attn,
           qk_channels=qk_channels, v_channels=v_channels,
-          use_query_residual=use_query_residual)
+          use_query_residual=use_query_residual,
+          query_chunk_size=cross_attend_chunk_size)
 
     self.cross_attend = make_cross_attend()
     self.self_attends = [
@@ -110,7 +125,11 @@ class PerceiverEncoder(hk.Module):
         z = self.cross_attends[block](z, inputs, is_training=is_training,
                                       attention_mask=attention_mask)
       for self_attend in self.self_attends:
-        z = self_attend(z, is_training=is_training)
+        if self._remat_latents:
+          z = hk.remat(lambda x, layer=self_attend: layer(
+              x, is_training=is_training))(z)
+        else:
+          z = self_attend(z, is_training=is_training)
     return z
 
 

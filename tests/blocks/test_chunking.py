@@ -1,0 +1,162 @@
+"""Memory options of the blocks: chunked decoding (BasicDecoder / FlowDecoder
+`decode_chunk_size`), chunked encoder cross-attention (`cross_attend_chunk_size`) and
+rematerialised latent layers (`remat_latents`). Each must leave the parameter tree and
+the outputs (or gradients) unchanged."""
+import pathlib
+import sys
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chex
+from perceiver_agents.blocks import chunking
+from perceiver_agents.blocks import decoders
+from perceiver_agents.blocks import perceiver
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import helpers  # noqa: E402  (tests/helpers.py)
+
+B, M, D, E = 2, 4, 8, 6
+
+
+def _basic_decoder(chunk, query, z, mask):
+  return decoders.BasicDecoder(
+      output_num_channels=3, position_encoding_type='none', num_heads=2,
+      qk_channels=8, decode_chunk_size=chunk)(query, z, is_training=False,
+                                              query_mask=mask)
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+
+
+@pytest.mark.parametrize('num_queries,chunk', [(12, 4), (13, 4), (13, 5), (7, 100)])
+def test_basic_decoder_chunked_equals_unchunked_with_query_mask(num_queries, chunk):
+  query = helpers.rand(B, num_queries, E, seed=1)
+  z = helpers.rand(B, M, D, seed=2)
+  mask = np.random.RandomState(3).rand(B, num_queries) > 0.3
+  mask[0, :] = False  # a whole row of queries that attend to nothing
+  plain, params = helpers.init(lambda q, z, m: _basic_decoder(None, q, z, m),
+                               query, z, mask)
+  chunked = hk.transform(lambda q, z, m: _basic_decoder(chunk, q, z, m))
+  # Same parameter tree (names, shapes), so the same checkpoints load.
+  assert _shapes(jax.eval_shape(chunked.init, jax.random.PRNGKey(0), query, z, mask)) \
+      == _shapes(params)
+  want = jax.jit(plain.apply)(params, None, query, z, mask)
+  got = jax.jit(chunked.apply)(params, None, query, z, mask)
+  chex.assert_shape(got, (B, num_queries, 3))
+  np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6)
+  # Masked queries still decode to the output of a query that attends to nothing.
+  np.testing.assert_allclose(got[0], np.broadcast_to(got[0, :1], got[0].shape),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('chunk', [16, 7])
+def test_flow_decoder_chunked_equals_unchunked(chunk):
+  shape, channels = (4, 8), 5  # O = 32 queries: 2 chunks of 16, or 5 of 7 (padded)
+  inputs = helpers.rand(B, 32, channels, seed=4)
+  z = helpers.rand(B, M, D, seed=5)
+
+  def flow(chunk_size):
+    def fn(inputs, z):
+      dec = decoders.FlowDecoder(shape, output_num_channels=2, rescale_factor=10.0,
+                                 use_query_residual=False, decode_chunk_size=chunk_size)
+      return dec(dec.decoder_query(inputs), z, is_training=False)
+    return fn
+
+  plain, params = helpers.init(flow(None), inputs, z)
+  want = jax.jit(plain.apply)(params, None, inputs, z)
+  got = jax.jit(hk.transform(flow(chunk)).apply)(params, None, inputs, z)
+  chex.assert_shape(got, (B,) + shape + (2,))
+  assert np.abs(np.asarray(want)).max() > 1e-3  # not a trivial all-zero output
+  np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6)
+
+
+def _encoder_kwargs(**overrides):
+  kwargs = dict(num_self_attends_per_block=3, num_blocks=2, z_index_dim=6,
+                num_z_channels=8, num_self_attend_heads=2, num_cross_attend_heads=2)
+  kwargs.update(overrides)
+  return kwargs
+
+
+def _encode(inputs, mask, *, is_training=False, **overrides):
+  encoder = perceiver.PerceiverEncoder(**_encoder_kwargs(**overrides))
+  return encoder(inputs, encoder.latents(inputs), is_training=is_training,
+                 input_mask=mask)
+
+
+@pytest.mark.parametrize('chunk', [2, 4])  # 6 latents: 3 chunks, or 2 with padding
+def test_encoder_cross_attend_chunked_equals_unchunked(chunk):
+  inputs = helpers.rand(B, 10, 4, seed=6)
+  mask = np.random.RandomState(7).rand(B, 10) > 0.3
+  plain, params = helpers.init(lambda x, m: _encode(x, m), inputs, mask)
+  chunked = hk.transform(lambda x, m: _encode(x, m, cross_attend_chunk_size=chunk))
+  assert _shapes(jax.eval_shape(chunked.init, jax.random.PRNGKey(0), inputs, mask)) \
+      == _shapes(params)
+  np.testing.assert_allclose(jax.jit(chunked.apply)(params, None, inputs, mask),
+                             jax.jit(plain.apply)(params, None, inputs, mask),
+                             atol=1e-6, rtol=1e-6)
+
+
+def test_remat_latents_same_params_outputs_and_gradients():
+  inputs = helpers.rand(B, 10, 4, seed=8)
+  plain, params = helpers.init(lambda x: _encode(x, None, is_training=True), inputs)
+  remat = hk.transform(lambda x: _encode(x, None, is_training=True, remat_latents=True))
+  # The parameter tree is the same, in the same (creation) order.
+  remat_shapes = jax.eval_shape(remat.init, jax.random.PRNGKey(0), inputs)
+  assert list(remat_shapes) == list(params)
+  assert _shapes(remat_shapes) == _shapes(params)
+
+  def loss(t):
+    return lambda p: helpers.random_loss(t.apply(p, None, inputs))
+
+  want = jax.jit(jax.value_and_grad(loss(plain)))(params)
+  got = jax.jit(jax.value_and_grad(loss(remat)))(params)
+  helpers.assert_every_leaf_has_gradient(got[1])
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+  chex.assert_trees_all_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+
+
+def test_remat_latents_recomputes_in_the_backward():
+  """The rematerialised gradient really is a different program: the latent layers'
+  forward appears again inside it (checkpoint regions in the jaxpr)."""
+  inputs = helpers.rand(B, 10, 4, seed=8)
+  remat, params = helpers.init(
+      lambda x: _encode(x, None, is_training=True, remat_latents=True), inputs)
+  grad = jax.grad(lambda p: jnp.sum(remat.apply(p, None, inputs)))
+  jaxpr = str(jax.make_jaxpr(grad)(params))
+  assert jaxpr.count('remat') + jaxpr.count('checkpoint') >= 6  # 3 layers x 2 blocks
+
+
+@pytest.mark.parametrize('bad', [0, -3, 2.5, True])
+def test_bad_chunk_sizes_are_clear_errors(bad):
+  x = helpers.rand(B, 5, E)
+  z = helpers.rand(B, M, D)
+  helpers.raises_on_init(lambda q, z: _basic_decoder(bad, q, z, None), x, z,
+                         match='decode_chunk_size')
+  helpers.raises_on_init(
+      lambda x: _encode(x, None, cross_attend_chunk_size=bad), x,
+      match='cross_attend_chunk_size')
+  with pytest.raises(ValueError, match='chunk_size'):
+    chunking.check_chunk_size(bad, name='chunk_size')
+
+
+def test_map_chunks_pads_the_last_chunk_and_keeps_row_order():
+  xs = {'a': jnp.arange(2 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 3),
+        'mask': jnp.ones((2, 7), bool)}
+  seen = []
+
+  def fn(chunk):
+    seen.append(chunk['a'].shape)
+    return chunk['a'] * 2 + jnp.where(chunk['mask'], 0.0, 100.0)[..., None]
+
+  out = hk.transform(lambda: chunking.map_chunks(fn, xs, chunk_size=3)).apply({}, None)
+  np.testing.assert_array_equal(out, np.asarray(xs['a']) * 2)  # padding sliced off
+  assert set(seen) == {(2, 3, 3)}
+  with pytest.raises(ValueError, match='same O'):
+    hk.transform(lambda: chunking.map_chunks(
+        fn, {'a': jnp.zeros((2, 7, 3)), 'mask': jnp.ones((2, 6), bool)},
+        chunk_size=3)).apply({}, None)
