@@ -74,18 +74,25 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   """
   batch, q_len, heads, qk_dim = q.shape
   v_dim = v.shape[-1]
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)  # [B, H, Q, K]
-  logits = logits * (1.0 / math.sqrt(qk_dim))
+  # Heads-major operands make both products plain batched matmuls over [B, H]; with
+  # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
+  # on the language model's cross-attention, benchmarks/peer.py).
+  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, Q|K, D]
+  logits = jnp.einsum('bhqd,bhkd->bhqk', q * (1.0 / math.sqrt(qk_dim)), k)
   if attention_mask is not None:
     # A large finite value, not -inf, keeps fully masked rows NaN-free.
     large = 1e4 if logits.dtype == jnp.float16 else 1e30
     logits = jnp.where(attention_mask[:, None, :, :], logits,
                        jnp.asarray(-large, logits.dtype))
-  weights = jax.nn.softmax(logits)  # [B, H, Q, K]
+  # softmax(logits) @ v, normalised after the product: the division then runs over
+  # [B, H, Q, Dv] instead of [B, H, Q, K] (and dropout commutes with it).
+  logits_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  unnormalised = jnp.exp(logits - logits_max)  # [B, H, Q, K]
+  total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # [B, H, Q, 1]
   if dropout_prob > 0:
-    weights = hk.dropout(hk.next_rng_key(), dropout_prob, weights)
-  out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)  # [B, Q, H, Dv]
-  out = jnp.reshape(out, [batch, q_len, heads * v_dim])  # [B, Q, H*Dv]
+    unnormalised = hk.dropout(hk.next_rng_key(), dropout_prob, unnormalised)
+  out = jnp.einsum('bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
+  out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
   if attention_mask is not None:
     # A fully masked row would otherwise get a uniform average of the values.
     empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
@@ -108,12 +115,18 @@ class Attention(hk.Module):
                v_channels: Optional[int] = None,
                output_channels: Optional[int] = None,
                query_chunk_size: Optional[int] = None,
+               kv_chunk_size: Optional[int] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
     checks.check_positive(num_heads, name='num_heads')
     chunking.check_chunk_size(query_chunk_size, name='query_chunk_size')
+    chunking.check_chunk_size(kv_chunk_size, name='kv_chunk_size')
+    if query_chunk_size is not None and kv_chunk_size is not None:
+      raise ValueError('set at most one of query_chunk_size '
+                       f'({query_chunk_size}) and kv_chunk_size ({kv_chunk_size}).')
     self._num_heads = num_heads
     self._query_chunk_size = query_chunk_size
+    self._kv_chunk_size = kv_chunk_size
     self._init_scale = init_scale
     self._with_final_bias = with_final_bias
     self._final_init_scale = final_init_scale_multiplier * init_scale
@@ -146,6 +159,11 @@ class Attention(hk.Module):
     heads = self._num_heads
 
     q = linear(qk_channels, init_scale=self._init_scale)(inputs_q)  # [B, Q, Cqk]
+    if self._kv_chunk_size is not None:
+      out = self._attend_in_kv_chunks(q, inputs_kv, attention_mask, qk_channels,
+                                      v_channels)  # [B, Q, Cv]
+      return linear(output_channels, with_bias=self._with_final_bias,
+                    init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
     k = linear(qk_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cqk]
     v = linear(v_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cv]
     q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
@@ -160,6 +178,31 @@ class Attention(hk.Module):
         chunk_size=self._query_chunk_size)  # [B, Q, Cv]
     return linear(output_channels, with_bias=self._with_final_bias,
                   init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
+
+  def _attend_in_kv_chunks(self, q, inputs_kv, attention_mask, qk_channels,
+                           v_channels):
+    """`attend` with keys and values projected kv_chunk_size positions at a time.
+
+    q [B, Q, Cqk] (projected), inputs_kv [B, K, Ckv] -> [B, Q, Cv]; the same
+    parameters as the unchunked path (same modules, created in the same order).
+    """
+    if self._dropout_prob > 0:
+      raise ValueError('kv_chunk_size does not support attention dropout '
+                       f'(dropout_prob={self._dropout_prob}); use query_chunk_size.')
+    batch, q_len, _ = q.shape
+    heads = self._num_heads
+    k_proj = linear(qk_channels, init_scale=self._init_scale)
+    v_proj = linear(v_channels, init_scale=self._init_scale)
+
+    def project_kv(x):  # [B, c, Ckv] -> [B, c, H, Dqk], [B, c, H, Dv]
+      c = x.shape[1]
+      return (jnp.reshape(k_proj(x), [batch, c, heads, qk_channels // heads]),
+              jnp.reshape(v_proj(x), [batch, c, heads, v_channels // heads]))
+
+    q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
+    return chunking.attend_in_kv_chunks(
+        q, inputs_kv, project_kv, value_dim=v_channels // heads,
+        chunk_size=self._kv_chunk_size, attention_mask=attention_mask)
 
 
 class MLP(hk.Module):
@@ -249,12 +292,15 @@ class CrossAttention(hk.Module):
                qk_channels: Optional[int] = None,
                v_channels: Optional[int] = None,
                query_chunk_size: Optional[int] = None,
+               kv_chunk_size: Optional[int] = None,
                name: Optional[str] = None):
     super().__init__(name=name)
     checks.check_choice(shape_for_attn, ('q', 'kv'), name='shape_for_attn')
     checks.check_positive(num_heads, name='num_heads')
     chunking.check_chunk_size(query_chunk_size, name='query_chunk_size')
+    chunking.check_chunk_size(kv_chunk_size, name='kv_chunk_size')
     self._query_chunk_size = query_chunk_size
+    self._kv_chunk_size = kv_chunk_size
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
     self._attention_dropout_prob = attention_dropout_prob
@@ -285,6 +331,7 @@ class CrossAttention(hk.Module):
         qk_channels=qk_channels, v_channels=self._v_channels,
         output_channels=output_channels,
         query_chunk_size=self._query_chunk_size,
+        kv_chunk_size=self._kv_chunk_size,
     )(layer_norm(inputs_q), layer_norm(inputs_kv),
       attention_mask=attention_mask)  # [B, Q, Cq]
     attention = _dropout(attention, self._dropout_prob, is_training)
