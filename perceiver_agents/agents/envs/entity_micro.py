@@ -58,6 +58,16 @@ class EntityMicroEnv(dm_env.Environment):
     """The entity index of the right target in the current scene (-1 if none)."""
     return self._target
 
+  def random_enemy_return(self) -> float:
+    """Expected episode return of attacking a uniformly random enemy (no-op when none).
+
+    episode_length * E[1 / #enemies]: the level a policy reaches by telling enemies from
+    own units without relating them (8 * 0.408 = 3.27 with the defaults).
+    """
+    counts = np.arange(self._min_enemies, self._max_enemies + 1)
+    per_step = np.mean([1.0 / k if k else 0.0 for k in counts])
+    return float(self._episode_length * per_step)
+
   def _scene(self) -> dict:
     rng = self._rng
     own = rng.integers(1, self._max_own + 1)

@@ -53,6 +53,27 @@ def test_entity_micro_truncates_episodes_with_discount_one():
   assert ts.last() and ts.discount == 1.0
 
 
+@pytest.mark.parametrize('min_enemies', [0, 1])
+def test_entity_micro_random_enemy_return_matches_playing_it(min_enemies):
+  env = entity_micro.EntityMicroEnv(seed=5, max_enemies=3, min_enemies=min_enemies,
+                                    episode_length=4)
+  rng = np.random.default_rng(0)
+  returns = []
+  for _ in range(1500):
+    ts, total = env.reset(), 0.0
+    while not ts.last():
+      obs = ts.observation
+      enemies = np.flatnonzero(obs['entity_mask'] & (obs['entities'][:, 4] == 1))
+      action = ({'function': 1, 'target': int(rng.choice(enemies))} if len(enemies)
+                else {'function': 0, 'target': 0})
+      ts = env.step(action)
+      total += ts.reward
+    returns.append(total)
+  expected = 4 * np.mean([1 / k if k else 0 for k in range(min_enemies, 4)])
+  assert env.random_enemy_return() == pytest.approx(expected)
+  assert np.mean(returns) == pytest.approx(expected, abs=0.08)
+
+
 def test_bsuite_catch_adapter():
   env = envs.make('catch', seed=1)
   spec = env.env_spec()
