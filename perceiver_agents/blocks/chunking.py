@@ -11,6 +11,7 @@ same operations as without chunking.
 Shape letters: B batch, O positions along the chunked axis, c chunk size, n = ceil(O / c)
 chunks.
 """
+import math
 from typing import Any, Callable, Optional
 
 import haiku as hk
@@ -30,6 +31,17 @@ def check_chunk_size(chunk_size: Optional[int], *, name: str) -> None:
                      f'got {chunk_size}.')
 
 
+def _chunk_starts(length: int, chunk_size: int) -> jax.Array:
+  """Start of each chunk; the last one is moved back to end at `length` (overlapping
+  its predecessor) so every chunk is a full in-bounds slice: no padded copy."""
+  num_chunks = -(-length // chunk_size)
+  return jnp.minimum(jnp.arange(num_chunks) * chunk_size, length - chunk_size)
+
+
+def _slice(x, start, chunk_size: int, axis: int):
+  return jax.lax.dynamic_slice_in_dim(x, start, chunk_size, axis=axis)
+
+
 def map_chunks(fn: Callable[[Any], Any], xs: Any, *,
                chunk_size: Optional[int]) -> Any:
   """Applies `fn` to chunks of at most `chunk_size` positions of axis 1 of `xs`.
@@ -37,13 +49,14 @@ def map_chunks(fn: Callable[[Any], Any], xs: Any, *,
   Args:
     fn: maps a pytree of [B, c, ...] arrays to a pytree of [B, c, ...] arrays, each
       output row depending only on the same input row. It may use Haiku modules (it
-      runs under `hk.map`); modules it calls must be constructed outside it.
+      runs under `hk.scan`); modules it calls must be constructed outside it.
     xs: pytree of arrays [B, O, ...] sharing O (None leaves are allowed, e.g. no mask).
     chunk_size: at most this many positions per call of `fn`; None calls `fn` once on
       all of `xs`.
   Returns:
-    `fn`'s outputs for all O positions, [B, O, ...] each. The last chunk is padded
-    with zeros (False for masks) to length c; its padded rows are dropped.
+    `fn`'s outputs for all O positions, [B, O, ...] each. Chunks are slices of `xs`
+    (no padded or transposed copy of it); when c does not divide O, the last chunk ends
+    at O and overlaps the one before, whose rows it recomputes identically.
   """
   check_chunk_size(chunk_size, name='chunk_size')
   leaves = jax.tree.leaves(xs)
@@ -56,20 +69,91 @@ def map_chunks(fn: Callable[[Any], Any], xs: Any, *,
   length = lengths.pop()
   if chunk_size is None or length <= chunk_size:
     return fn(xs)
-  num_chunks = -(-length // chunk_size)
-  padded = num_chunks * chunk_size
+  starts = _chunk_starts(length, chunk_size)
+  take = lambda start: jax.tree.map(lambda x: _slice(x, start, chunk_size, 1), xs)
+  # The first chunk runs outside the loop: it gives the output shapes (and creates
+  # the parameters during init).
+  first = fn(take(0))
+  outputs = jax.tree.map(
+      lambda y: jnp.zeros((y.shape[0], length) + y.shape[2:], y.dtype), first)
+  outputs = jax.tree.map(
+      lambda o, y: jax.lax.dynamic_update_slice_in_dim(o, y, 0, axis=1), outputs, first)
 
-  def split(x):  # [B, O, ...] -> [n, B, c, ...]
-    pad = [(0, 0)] * x.ndim
-    pad[1] = (0, padded - length)
-    x = jnp.pad(x, pad)  # zeros, or False for bool masks
-    x = jnp.reshape(x, (x.shape[0], num_chunks, chunk_size) + x.shape[2:])
-    return jnp.moveaxis(x, 1, 0)
+  def step(outputs, start):
+    ys = fn(take(start))
+    return jax.tree.map(
+        lambda o, y: jax.lax.dynamic_update_slice_in_dim(o, y, start, axis=1),
+        outputs, ys), None
 
-  def merge(y):  # [n, B, c, ...] -> [B, O, ...]
-    y = jnp.moveaxis(y, 0, 1)
-    y = jnp.reshape(y, (y.shape[0], padded) + y.shape[3:])
-    return y[:, :length]
+  outputs, _ = hk.scan(step, outputs, starts[1:])
+  return outputs
 
-  ys = hk.map(fn, jax.tree.map(split, xs))
-  return jax.tree.map(merge, ys)
+
+def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
+                        project_kv: Callable[[jax.Array], Any], *,
+                        value_dim: int, chunk_size: int,
+                        attention_mask: Optional[jax.Array] = None) -> jax.Array:
+  """Scaled dot-product attention over chunks of the keys (online softmax).
+
+  For a long key axis (a cross-attention into N inputs): keys and values are projected
+  and attended one chunk of positions at a time, keeping a running maximum, softmax
+  denominator and weighted sum per query, so neither the keys and values [B, K, H, D]
+  nor the logits [B, H, Q, K] are ever alive in full. The result equals `attend` up to
+  float rounding (the softmax sum is accumulated chunk by chunk).
+
+  Args:
+    q: [B, Q, H, Dqk] queries.
+    inputs_kv: [B, K, C] key/value inputs (before projection).
+    project_kv: maps inputs [B, c, C] to (keys [B, c, H, Dqk], values [B, c, H, Dv]);
+      may use Haiku modules constructed outside it.
+    value_dim: Dv, the per-head value width `project_kv` returns.
+    chunk_size: at most this many key positions at a time.
+    attention_mask: optional [B, Q, K], truthy where attention is allowed.
+  Returns:
+    [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero.
+  """
+  check_chunk_size(chunk_size, name='kv_chunk_size')
+  if chunk_size is None:
+    raise ValueError('kv_chunk_size must be a positive int, got None.')
+  batch, q_len, heads, qk_dim = q.shape
+  kv_len = inputs_kv.shape[1]
+  chunk_size = min(chunk_size, kv_len)
+  num_chunks = -(-kv_len // chunk_size)
+  # Chunks are slices of inputs_kv; the last one ends at K, and the positions it
+  # shares with the chunk before are masked so that each key counts once.
+  ends = jnp.arange(1, num_chunks + 1) * chunk_size  # [n]
+  q = jnp.swapaxes(q, 1, 2)  # [B, H, Q, Dqk]
+  scale = 1.0 / math.sqrt(qk_dim)
+  large = 1e4 if q.dtype == jnp.float16 else 1e30
+
+  def step(carry, end):
+    running_max, denominator, total = carry  # [B, H, Q], [B, H, Q], [B, H, Q, Dv]
+    start = jnp.minimum(end, kv_len) - chunk_size
+    k, v = project_kv(_slice(inputs_kv, start, chunk_size, 1))  # [B, c, H, D*]
+    logits = jnp.einsum('bhqd,bkhd->bhqk', q, k) * scale  # [B, H, Q, c]
+    fresh = start + jnp.arange(chunk_size) >= end - chunk_size  # [c]
+    allowed = fresh[None, None, None, :]
+    if attention_mask is not None:
+      allowed = allowed & _slice(attention_mask.astype(bool), start, chunk_size,
+                                 2)[:, None]
+    logits = jnp.where(allowed, logits, jnp.asarray(-large, logits.dtype))
+    new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1))
+    weights = jnp.exp(logits - new_max[..., None])  # [B, H, Q, c]
+    correction = jnp.exp(running_max - new_max)  # [B, H, Q]
+    denominator = denominator * correction + jnp.sum(weights, axis=-1)
+    total = (total * correction[..., None]
+             + jnp.einsum('bhqk,bkhd->bhqd', weights, v.astype(weights.dtype)))
+    return (new_max, denominator, total), None
+
+  v_dim = value_dim
+  init = (jnp.full((batch, heads, q_len), -jnp.inf, q.dtype),
+          jnp.zeros((batch, heads, q_len), q.dtype),
+          jnp.zeros((batch, heads, q_len, v_dim), q.dtype))
+  (_, denominator, total), _ = hk.scan(step, init, ends)
+  out = total / denominator[..., None]  # [B, H, Q, Dv]
+  out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
+  if attention_mask is not None:
+    # As in `attend`: a query whose keys are all masked gives zeros.
+    empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
+    out = jnp.where(empty_row, jnp.zeros_like(out), out)
+  return out

@@ -30,13 +30,16 @@ class PerceiverEncoder(hk.Module):
   first one's weights when `share_cross_attend_weights` (default), or each block gets
   its own cross-attention otherwise.
 
-  Memory options (neither changes the parameters or the outputs):
+  Memory options (none changes the parameters or, beyond float rounding, the outputs):
   `cross_attend_chunk_size` attends at most that many latents at a time in the
   cross-attention(s), so one chunk's logits [B, H, chunk, N] are alive instead of
-  [B, H, M, N] (large N, e.g. full-resolution flow). `remat_latents` rematerialises
-  each latent self-attention layer in the backward pass (`hk.remat`): training keeps
-  only each layer's input [B, M, D], not its attention and MLP activations, and
-  recomputes them in the backward (about one more forward of the latent stack).
+  [B, H, M, N] (large N, e.g. full-resolution flow); `cross_attend_kv_chunk_size`
+  instead projects and attends the inputs that many at a time (online softmax), so
+  neither the keys and values [B, N, C] nor the logits are alive in full.
+  `remat_latents` rematerialises each latent self-attention layer in the backward pass
+  (`hk.remat`): training keeps only each layer's input [B, M, D], not its attention and
+  MLP activations, and recomputes them in the backward (about one more forward of the
+  latent stack).
   """
 
   def __init__(self, *, num_self_attends_per_block: int = 6,
@@ -56,11 +59,17 @@ class PerceiverEncoder(hk.Module):
                cross_attend_every_block: bool = False,
                share_cross_attend_weights: bool = True,
                cross_attend_chunk_size: Optional[int] = None,
+               cross_attend_kv_chunk_size: Optional[int] = None,
                remat_latents: bool = False,
                name: str = 'perceiver_encoder'):
     super().__init__(name=name)
     chunking.check_chunk_size(cross_attend_chunk_size,
                               name='cross_attend_chunk_size')
+    chunking.check_chunk_size(cross_attend_kv_chunk_size,
+                              name='cross_attend_kv_chunk_size')
+    if cross_attend_chunk_size is not None and cross_attend_kv_chunk_size is not None:
+      raise ValueError('set at most one of cross_attend_chunk_size and '
+                       'cross_attend_kv_chunk_size.')
     self._remat_latents = bool(remat_latents)
     for arg, value in (('num_self_attends_per_block', num_self_attends_per_block),
                        ('num_blocks', num_blocks), ('z_index_dim', z_index_dim),
@@ -87,7 +96,8 @@ class PerceiverEncoder(hk.Module):
           shape_for_attn=cross_attention_shape_for_attn,
           qk_channels=qk_channels, v_channels=v_channels,
           use_query_residual=use_query_residual,
-          query_chunk_size=cross_attend_chunk_size)
+          query_chunk_size=cross_attend_chunk_size,
+          kv_chunk_size=cross_attend_kv_chunk_size)
 
     self.cross_attend = make_cross_attend()
     self.self_attends = [

@@ -88,17 +88,23 @@ def _encode(inputs, mask, *, is_training=False, **overrides):
                  input_mask=mask)
 
 
-@pytest.mark.parametrize('chunk', [2, 4])  # 6 latents: 3 chunks, or 2 with padding
-def test_encoder_cross_attend_chunked_equals_unchunked(chunk):
+@pytest.mark.parametrize('option,chunk', [
+    ('cross_attend_chunk_size', 2),      # 6 latents: 3 chunks
+    ('cross_attend_chunk_size', 4),      # 2 overlapping chunks
+    ('cross_attend_kv_chunk_size', 5),   # 10 inputs: 2 chunks
+    ('cross_attend_kv_chunk_size', 3)])  # 4 chunks, the last overlapping
+def test_encoder_cross_attend_chunked_equals_unchunked(option, chunk):
   inputs = helpers.rand(B, 10, 4, seed=6)
   mask = np.random.RandomState(7).rand(B, 10) > 0.3
+  mask[1, :] = False  # an example with no valid input at all
+  mask[0, 9] = True
   plain, params = helpers.init(lambda x, m: _encode(x, m), inputs, mask)
-  chunked = hk.transform(lambda x, m: _encode(x, m, cross_attend_chunk_size=chunk))
+  chunked = hk.transform(lambda x, m: _encode(x, m, **{option: chunk}))
   assert _shapes(jax.eval_shape(chunked.init, jax.random.PRNGKey(0), inputs, mask)) \
       == _shapes(params)
   np.testing.assert_allclose(jax.jit(chunked.apply)(params, None, inputs, mask),
                              jax.jit(plain.apply)(params, None, inputs, mask),
-                             atol=1e-6, rtol=1e-6)
+                             atol=1e-6, rtol=1e-5)
 
 
 def test_remat_latents_same_params_outputs_and_gradients():
@@ -140,11 +146,21 @@ def test_bad_chunk_sizes_are_clear_errors(bad):
   helpers.raises_on_init(
       lambda x: _encode(x, None, cross_attend_chunk_size=bad), x,
       match='cross_attend_chunk_size')
+  helpers.raises_on_init(
+      lambda x: _encode(x, None, cross_attend_kv_chunk_size=bad), x,
+      match='cross_attend_kv_chunk_size')
   with pytest.raises(ValueError, match='chunk_size'):
     chunking.check_chunk_size(bad, name='chunk_size')
 
 
-def test_map_chunks_pads_the_last_chunk_and_keeps_row_order():
+def test_query_and_kv_chunking_together_is_a_clear_error():
+  helpers.raises_on_init(
+      lambda x: _encode(x, None, cross_attend_chunk_size=2,
+                        cross_attend_kv_chunk_size=2), helpers.rand(B, 5, E),
+      match='at most one')
+
+
+def test_map_chunks_overlaps_the_last_chunk_and_keeps_row_order():
   xs = {'a': jnp.arange(2 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 3),
         'mask': jnp.ones((2, 7), bool)}
   seen = []
@@ -154,7 +170,7 @@ def test_map_chunks_pads_the_last_chunk_and_keeps_row_order():
     return chunk['a'] * 2 + jnp.where(chunk['mask'], 0.0, 100.0)[..., None]
 
   out = hk.transform(lambda: chunking.map_chunks(fn, xs, chunk_size=3)).apply({}, None)
-  np.testing.assert_array_equal(out, np.asarray(xs['a']) * 2)  # padding sliced off
+  np.testing.assert_array_equal(out, np.asarray(xs["a"]) * 2)
   assert set(seen) == {(2, 3, 3)}
   with pytest.raises(ValueError, match='same O'):
     hk.transform(lambda: chunking.map_chunks(
