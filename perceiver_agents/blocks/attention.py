@@ -13,7 +13,6 @@ These are the conventions of DeepMind's published Perceiver IO models, which
 `perceiver_agents.zoo` reproduces exactly.
 """
 import math
-import os
 from typing import Callable, Optional
 
 import haiku as hk
@@ -25,100 +24,16 @@ from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import fusion
 
 
-_LN = os.environ.get('PA_LN', 'none')
-
-@jax.custom_vjp
-def _ln(x, scale, offset):
-  return _ln_fwd(x, scale, offset)[0]
-
-def _ln_fwd(x, scale, offset):
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  rstd = jax.lax.rsqrt(var + 1e-5)
-  xhat = (x - mean) * rstd
-  return xhat * scale + offset, (xhat, rstd, scale)
-
-def _ln_bwd(res, g):
-  xhat, rstd, scale = res
-  axes = tuple(range(g.ndim - 1))
-  dscale = jnp.sum(g * xhat, axis=axes)
-  doffset = jnp.sum(g, axis=axes)
-  gs = g * scale
-  dx = rstd * (gs - jnp.mean(gs, axis=-1, keepdims=True)
-               - xhat * jnp.mean(gs * xhat, axis=-1, keepdims=True))
-  return dx, dscale, doffset
-
-_ln.defvjp(_ln_fwd, _ln_bwd)
-
-
-class LayerNorm(hk.LayerNorm):
-  def __call__(self, inputs):
-    if _LN == 'none':
-      return super().__call__(inputs)
-    shape = inputs.shape[-1:]
-    scale = hk.get_parameter('scale', shape, inputs.dtype, init=jnp.ones)
-    offset = hk.get_parameter('offset', shape, inputs.dtype, init=jnp.zeros)
-    return _ln(inputs, scale, offset)
-
-
 def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
   """LayerNorm over the channel axis with a learned scale and offset."""
-  return LayerNorm(axis=-1, create_scale=True, create_offset=True,
+  return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
                       name=name)(x)
-
-
-import os
-_DW = os.environ.get('PA_DW', 'none')
-
-
-def _dw(x2, g2):
-  if _DW == 'tn':
-    return jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))
-  if _DW == 'mat':
-    return jax.lax.dot_general(x2, fusion._materialise(g2), (((0,), (0,)), ((), ())))
-  if _DW == 'xt':
-    return fusion._materialise(x2.T) @ g2
-  if _DW == 'gt':
-    return (fusion._materialise(g2.T) @ x2).T
-
-
-@jax.custom_vjp
-def _dense(x, w):
-  return jnp.dot(x, w)
-
-
-def _dense_fwd(x, w):
-  return jnp.dot(x, w), (x, w)
-
-
-def _dense_bwd(res, g):
-  x, w = res
-  x2 = x.reshape(-1, x.shape[-1])
-  g2 = g.reshape(-1, g.shape[-1])
-  return (jnp.dot(g, w.T), _dw(x2, g2))
-
-
-_dense.defvjp(_dense_fwd, _dense_bwd)
-
-
-class Linear(hk.Linear):
-
-  def __call__(self, inputs):
-    if _DW == 'none':
-      return super().__call__(inputs)
-    input_size = inputs.shape[-1]
-    w = hk.get_parameter("w", [input_size, self.output_size], inputs.dtype, init=self.w_init)
-    out = _dense(inputs, w)
-    if self.with_bias:
-      b = hk.get_parameter("b", [self.output_size], inputs.dtype, init=self.b_init)
-      out = out + b
-    return out
 
 
 def linear(output_size: int, *, init_scale: float = 1.0,
            with_bias: bool = True, name: Optional[str] = None) -> hk.Linear:
   """A position-wise dense layer (a 1x1 convolution over the index axis)."""
-  return Linear(output_size, with_bias=with_bias,
+  return hk.Linear(output_size, with_bias=with_bias,
                    w_init=hk.initializers.VarianceScaling(init_scale),
                    name=name)
 
@@ -251,15 +166,8 @@ class Attention(hk.Module):
     if kv_transform is not None and self._kv_chunk_size is None:
       inputs_kv = kv_transform(inputs_kv)
     if self._kv_chunk_size is not None:
-      if self._dropout_prob > 0:
-        raise ValueError('kv_chunk_size does not support attention dropout '
-                         f'(dropout_prob={self._dropout_prob}); use query_chunk_size.')
-      out = _attend_in_kv_chunks(
-          q, inputs_kv, attention_mask,
-          k_proj=linear(qk_channels, init_scale=self._init_scale),
-          v_proj=linear(v_channels, init_scale=self._init_scale),
-          kv_transform=kv_transform, num_heads=heads,
-          chunk_size=self._kv_chunk_size)  # [B, Q, Cv]
+      out = self._attend_in_kv_chunks(q, inputs_kv, attention_mask, qk_channels,
+                                      v_channels, kv_transform)  # [B, Q, Cv]
       return linear(output_channels, with_bias=self._with_final_bias,
                     init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
     k = linear(qk_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cqk]
@@ -277,30 +185,32 @@ class Attention(hk.Module):
     return linear(output_channels, with_bias=self._with_final_bias,
                   init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
 
+  def _attend_in_kv_chunks(self, q, inputs_kv, attention_mask, qk_channels,
+                           v_channels, kv_transform):
+    """`attend` with keys and values projected kv_chunk_size positions at a time.
 
-def _attend_in_kv_chunks(q, inputs_kv, attention_mask, *, k_proj, v_proj,
-                         kv_transform, num_heads: int, chunk_size: int):
-  """`attend` with keys and values projected `chunk_size` positions at a time.
+    q [B, Q, Cqk] (projected), inputs_kv [B, K, Ckv] -> [B, Q, Cv]; the same
+    parameters as the unchunked path (same modules, created in the same order).
+    """
+    if self._dropout_prob > 0:
+      raise ValueError('kv_chunk_size does not support attention dropout '
+                       f'(dropout_prob={self._dropout_prob}); use query_chunk_size.')
+    batch, q_len, _ = q.shape
+    heads = self._num_heads
+    k_proj = linear(qk_channels, init_scale=self._init_scale)
+    v_proj = linear(v_channels, init_scale=self._init_scale)
 
-  q [B, Q, Cqk] (projected), inputs_kv [B, K, Ckv] -> [B, Q, Cv]; `k_proj`, `v_proj`
-  are the Attention's key and value projections (constructed by it, so the parameters
-  are the unchunked path's) and `kv_transform` an optional position-wise map applied
-  to each chunk of inputs first.
-  """
-  batch, q_len, qk_channels = q.shape
+    def project_kv(x):  # [B, c, Ckv] -> [B, c, H, Dqk], [B, c, H, Dv]
+      c = x.shape[1]
+      if kv_transform is not None:
+        x = kv_transform(x)
+      return (jnp.reshape(k_proj(x), [batch, c, heads, qk_channels // heads]),
+              jnp.reshape(v_proj(x), [batch, c, heads, v_channels // heads]))
 
-  def project_kv(x):  # [B, c, Ckv] -> [B, c, H, Dqk], [B, c, H, Dv]
-    c = x.shape[1]
-    if kv_transform is not None:
-      x = kv_transform(x)
-    k, v = k_proj(x), v_proj(x)
-    return (jnp.reshape(k, [batch, c, num_heads, k.shape[-1] // num_heads]),
-            jnp.reshape(v, [batch, c, num_heads, v.shape[-1] // num_heads]))
-
-  q = jnp.reshape(q, [batch, q_len, num_heads, qk_channels // num_heads])
-  return chunking.attend_in_kv_chunks(
-      q, inputs_kv, project_kv, value_dim=v_proj.output_size // num_heads,
-      chunk_size=chunk_size, attention_mask=attention_mask)
+    q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
+    return chunking.attend_in_kv_chunks(
+        q, inputs_kv, project_kv, value_dim=v_channels // heads,
+        chunk_size=self._kv_chunk_size, attention_mask=attention_mask)
 
 
 class MLP(hk.Module):
