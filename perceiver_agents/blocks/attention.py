@@ -166,8 +166,13 @@ class Attention(hk.Module):
     if kv_transform is not None and self._kv_chunk_size is None:
       inputs_kv = kv_transform(inputs_kv)
     if self._kv_chunk_size is not None:
+      # The projections are constructed here, not in the method (whose name scope
+      # would rename them): same parameter names as the unchunked path.
+      k_proj = linear(qk_channels, init_scale=self._init_scale)
+      v_proj = linear(v_channels, init_scale=self._init_scale)
       out = self._attend_in_kv_chunks(q, inputs_kv, attention_mask, qk_channels,
-                                      v_channels, kv_transform)  # [B, Q, Cv]
+                                      v_channels, kv_transform, k_proj,
+                                      v_proj)  # [B, Q, Cv]
       return linear(output_channels, with_bias=self._with_final_bias,
                     init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
     k = linear(qk_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cqk]
@@ -186,7 +191,7 @@ class Attention(hk.Module):
                   init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
 
   def _attend_in_kv_chunks(self, q, inputs_kv, attention_mask, qk_channels,
-                           v_channels, kv_transform):
+                           v_channels, kv_transform, k_proj, v_proj):
     """`attend` with keys and values projected kv_chunk_size positions at a time.
 
     q [B, Q, Cqk] (projected), inputs_kv [B, K, Ckv] -> [B, Q, Cv]; the same
@@ -197,8 +202,6 @@ class Attention(hk.Module):
                        f'(dropout_prob={self._dropout_prob}); use query_chunk_size.')
     batch, q_len, _ = q.shape
     heads = self._num_heads
-    k_proj = linear(qk_channels, init_scale=self._init_scale)
-    v_proj = linear(v_channels, init_scale=self._init_scale)
 
     def project_kv(x):  # [B, c, Ckv] -> [B, c, H, Dqk], [B, c, H, Dv]
       c = x.shape[1]

@@ -104,7 +104,8 @@ def test_encoder_cross_attend_chunked_equals_unchunked(option, chunk):
       == _shapes(params)
   np.testing.assert_allclose(jax.jit(chunked.apply)(params, None, inputs, mask),
                              jax.jit(plain.apply)(params, None, inputs, mask),
-                             atol=1e-6, rtol=1e-5)
+                             # kv chunks: online softmax, equal up to rounding
+                             atol=1e-6 if 'kv' not in option else 1e-5, rtol=1e-5)
 
 
 def test_remat_latents_same_params_outputs_and_gradients():
