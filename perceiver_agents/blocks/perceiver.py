@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
 from perceiver_agents.blocks import chunking
+from perceiver_agents.blocks import remat
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
 from perceiver_agents.blocks.attention import SelfAttention
@@ -37,7 +38,7 @@ class PerceiverEncoder(hk.Module):
   instead projects and attends the inputs that many at a time (online softmax), so
   neither the keys and values [B, N, C] nor the logits are alive in full.
   `remat_latents` rematerialises each latent self-attention layer in the backward pass
-  (`hk.remat`): training keeps only each layer's input [B, M, D], not its attention and
+  (blocks/remat.py, an `hk.remat` that XLA:CPU honours): training keeps only each layer's input [B, M, D], not its attention and
   MLP activations, and recomputes them in the backward (about one more forward of the
   latent stack).
   """
@@ -136,7 +137,7 @@ class PerceiverEncoder(hk.Module):
                                       attention_mask=attention_mask)
       for self_attend in self.self_attends:
         if self._remat_latents:
-          z = hk.remat(lambda x, layer=self_attend: layer(
+          z = remat.remat(self_attend, lambda x, layer=self_attend: layer(
               x, is_training=is_training))(z)
         else:
           z = self_attend(z, is_training=is_training)
