@@ -22,18 +22,18 @@ import jax.numpy as jnp
 from perceiver_agents.blocks import checks
 from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import fusion
+from perceiver_agents.blocks import layers
 
 
 def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
   """LayerNorm over the channel axis with a learned scale and offset."""
-  return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
-                      name=name)(x)
+  return layers.LayerNorm(name=name)(x)
 
 
 def linear(output_size: int, *, init_scale: float = 1.0,
-           with_bias: bool = True, name: Optional[str] = None) -> hk.Linear:
+           with_bias: bool = True, name: Optional[str] = None) -> layers.Linear:
   """A position-wise dense layer (a 1x1 convolution over the index axis)."""
-  return hk.Linear(output_size, with_bias=with_bias,
+  return layers.Linear(output_size, with_bias=with_bias,
                    w_init=hk.initializers.VarianceScaling(init_scale),
                    name=name)
 
@@ -349,8 +349,7 @@ class CrossAttention(hk.Module):
                             attention_mask=attention_mask)  # [B, Q, Cq]
     else:
       # The inputs' LayerNorm runs chunk by chunk too (same modules, same names).
-      q_norm = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)
-      kv_norm = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)
+      q_norm, kv_norm = layers.LayerNorm(), layers.LayerNorm()
       attention = attention(q_norm(inputs_q), inputs_kv, kv_transform=kv_norm,
                             attention_mask=attention_mask)  # [B, Q, Cq]
     attention = _dropout(attention, self._dropout_prob, is_training)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import layers
 from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
@@ -167,8 +168,9 @@ class BasicDecoder(Decoder):
         shape_for_attn='kv', qk_channels=self._qk_channels,
         v_channels=self._v_channels,
         use_query_residual=self._use_query_residual)
-    project = (hk.Linear(self._output_num_channels, w_init=self._output_w_init,
-                         name='output') if self._final_project else None)
+    project = (layers.Linear(self._output_num_channels,
+                             w_init=self._output_w_init, name='output')
+               if self._final_project else None)
 
     def decode(chunk):
       """Queries [B, c, E] (and their mask [B, c]) -> outputs [B, c, F]."""
@@ -232,7 +234,8 @@ class ProjectionDecoder(Decoder):
   def __call__(self, query, z, *, is_training, query_mask=None):
     checks.check_rank(z, 3, name='z')
     pooled = jnp.mean(z, axis=1)  # [B, D]
-    return hk.Linear(self._num_classes, w_init=jnp.zeros, name='logits')(pooled)
+    return layers.Linear(self._num_classes, w_init=jnp.zeros,
+                         name='logits')(pooled)
 
 
 class FlowDecoder(Decoder):

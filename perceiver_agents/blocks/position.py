@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import layers
 
 POSITION_ENCODING_TYPES = ('trainable', 'fourier')
 
@@ -143,7 +144,7 @@ class PositionEncodingProjector(hk.Module):
   def __call__(self, batch_size: int,
                pos: Optional[jax.Array] = None) -> jax.Array:
     """Returns [B, N, output_size]."""
-    return hk.Linear(self._output_size)(self._base(batch_size, pos))
+    return layers.Linear(self._output_size)(self._base(batch_size, pos))
 
 
 def build_position_encoding(
