@@ -57,9 +57,13 @@ def make_cross_attention_mask(query_mask: jax.Array,
           kv_mask.astype(bool)[:, None, :])
 
 
+IMPLEMENTATIONS = ('auto', 'xla', 'dot_product_attention')
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
            dropout_prob: float = 0.0,
-           attention_mask: Optional[jax.Array] = None) -> jax.Array:
+           attention_mask: Optional[jax.Array] = None,
+           implementation: str = 'auto') -> jax.Array:
   """Scaled dot-product attention over several heads.
 
   Args:
@@ -69,11 +73,27 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
     dropout_prob: dropout rate on the attention probabilities (needs an RNG key
       when positive).
     attention_mask: optional [B, Q, K], truthy where attention is allowed.
+    implementation: 'xla' (the batched matmuls below), 'dot_product_attention'
+      (`jax.nn.dot_product_attention`, which picks cuDNN's fused flash attention on
+      GPU where it can; it needs Dqk == Dv and no dropout), or 'auto': the latter on
+      GPU where it applies, else 'xla' (faster on XLA:CPU, benchmarks/peer.py).
   Returns:
-    [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero.
+    [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero, whichever
+    implementation runs.
   """
+  checks.check_choice(implementation, IMPLEMENTATIONS, name='implementation')
   batch, q_len, heads, qk_dim = q.shape
   v_dim = v.shape[-1]
+  fused_applies = qk_dim == v_dim and dropout_prob == 0
+  if implementation == 'dot_product_attention' and not fused_applies:
+    raise ValueError('implementation=dot_product_attention needs equal query/key and '
+                     f'value head widths (got {qk_dim} and {v_dim}) and no dropout '
+                     f'(got {dropout_prob}).')
+  if implementation == 'dot_product_attention' or (
+      implementation == 'auto' and fused_applies and jax.default_backend() == 'gpu'):
+    mask = None if attention_mask is None else attention_mask.astype(bool)[:, None]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)  # [B, Q, H, Dv]
+    return _zero_empty_rows(out.reshape(batch, q_len, heads * v_dim), attention_mask)
   # Heads-major operands make both products plain batched matmuls over [B, H]; with
   # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
   # on the language model's cross-attention, benchmarks/peer.py).
@@ -93,11 +113,18 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
     unnormalised = hk.dropout(hk.next_rng_key(), dropout_prob, unnormalised)
   out = jnp.einsum('bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
-  if attention_mask is not None:
-    # A fully masked row would otherwise get a uniform average of the values.
-    empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
-    out = jnp.where(empty_row, jnp.zeros_like(out), out)
-  return out
+  return _zero_empty_rows(out, attention_mask)
+
+
+def _zero_empty_rows(out: jax.Array, attention_mask: Optional[jax.Array]) -> jax.Array:
+  """Sets rows of out [B, Q, C] whose keys are all masked to zero.
+
+  Without it, a fully masked row would get a uniform average of the values.
+  """
+  if attention_mask is None:
+    return out
+  empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
+  return jnp.where(empty_row, jnp.zeros_like(out), out)
 
 
 class Attention(hk.Module):

@@ -387,3 +387,45 @@ def test_self_and_cross_attention_reject_bad_inputs():
       q, kv, is_training=False), jnp.ones((Q, C)), x, match='inputs_q')
   with pytest.raises(ValueError, match='shape_for_attn'):
     hk.transform(lambda: attention.CrossAttention(shape_for_attn='x')).init(None)
+
+
+def _qkv(qk_dim=8, v_dim=8, seed=0):
+  keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return (jax.random.normal(keys[0], (2, 5, 2, qk_dim)),
+          jax.random.normal(keys[1], (2, 7, 2, qk_dim)),
+          jax.random.normal(keys[2], (2, 7, 2, v_dim)))
+
+
+def test_dot_product_attention_path_matches_xla_path_with_empty_rows():
+  q, k, v = _qkv()
+  mask = np.random.RandomState(0).rand(2, 5, 7) > 0.4
+  mask[0, 1, :] = False  # a query row with no visible key
+  mask = jnp.asarray(mask)
+  cotangent = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 16))
+
+  def loss(q, k, v, implementation):
+    out = attention.attend(q, k, v, attention_mask=mask,
+                           implementation=implementation)
+    return jnp.sum(out * cotangent), out
+
+  results = {}
+  for impl in ('xla', 'dot_product_attention'):
+    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+        q, k, v, impl)
+    results[impl] = (out, grads)
+    np.testing.assert_array_equal(out[0, 1], np.zeros(16))
+    assert all(np.isfinite(g).all() for g in grads)
+  np.testing.assert_allclose(results['dot_product_attention'][0],
+                             results['xla'][0], atol=1e-5)
+  for a, b in zip(results['dot_product_attention'][1], results['xla'][1]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_auto_is_xla_on_cpu_and_bad_implementations_are_refused():
+  q, k, v = _qkv(qk_dim=8, v_dim=4)
+  np.testing.assert_array_equal(attention.attend(q, k, v),
+                                attention.attend(q, k, v, implementation='xla'))
+  with pytest.raises(ValueError, match='value head widths'):
+    attention.attend(q, k, v, implementation='dot_product_attention')
+  with pytest.raises(ValueError, match='implementation'):
+    attention.attend(q, k, v, implementation='flash')
