@@ -68,6 +68,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_self_attend_heads = 4
   config.model.min_overlap = 20        # Tiles at other sizes overlap by >= this (published: 20).
   config.model.init_checkpoint = ''    # Released .pystate or .npz to start from.
+  # Memory (same parameters and outputs; benchmarks/memory.py): decode the H*W flow
+  # queries, and cross-attend the H*W inputs, this many at a time; 0: all at once.
+  # Full resolution (published) fits in ~0.6 GiB instead of ~2.2 GiB with 8192 / 8192.
+  config.model.decode_chunk_size = 0
+  config.model.cross_attend_kv_chunk_size = 0
 
   config.data = ml_collections.ConfigDict()
   config.data.source = 'procedural'
@@ -88,15 +93,22 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
   """Keyword arguments of zoo.optical_flow_perceiver for config.model."""
   m = config.model
   kwargs = copy.deepcopy(zoo.PUBLISHED['optical_flow'][1])
-  if m.size == 'published':
-    return kwargs
-  if m.size != 'small':
+  if m.size not in ('small', 'published'):
     raise ValueError(f"model.size must be 'small' or 'published', got {m.size!r}.")
-  kwargs['train_size'] = tuple(m.train_size)
-  kwargs['num_bands'] = m.num_bands
-  kwargs['encoder'].update(
-      z_index_dim=m.num_latents, num_z_channels=m.num_latent_channels,
-      num_self_attends_per_block=m.num_self_attends, num_self_attend_heads=m.num_self_attend_heads)
+  if m.size == 'small':
+    kwargs['train_size'] = tuple(m.train_size)
+    kwargs['num_bands'] = m.num_bands
+    kwargs['encoder'].update(
+        z_index_dim=m.num_latents, num_z_channels=m.num_latent_channels,
+        num_self_attends_per_block=m.num_self_attends,
+        num_self_attend_heads=m.num_self_attend_heads)
+  for field in ('decode_chunk_size', 'cross_attend_kv_chunk_size'):
+    if m.get(field, 0) < 0:
+      raise ValueError(f'model.{field} must be >= 0 (0: no chunking), got {m[field]}.')
+  if m.get('decode_chunk_size', 0):
+    kwargs['decode_chunk_size'] = m.decode_chunk_size
+  if m.get('cross_attend_kv_chunk_size', 0):
+    kwargs['encoder']['cross_attend_kv_chunk_size'] = m.cross_attend_kv_chunk_size
   return kwargs
 
 
