@@ -7,6 +7,11 @@
       cross_attend_kv_chunk_size.
 (b) A training step (value_and_grad) of a PerceiverEncoder with many latent layers,
     with and without remat_latents.
+(c) Whole-clip reconstruction with the published video autoencoder
+    (zoo.PUBLISHED['video_autoencoder']: 16 x 224 x 224 pixels + 1,920 audio patches +
+    the label = 804,737 queries in one call), unchunked vs decode_chunk_size: XLA's
+    memory analysis only (compiled, not run: one core would take minutes; the outputs'
+    equality is tested in tests/test_zoo_chunking.py).
 
 Each variant runs in its own subprocess. Peak memory is reported two ways: XLA's
 compiled memory analysis (temp + argument + output bytes of the jitted function) and
@@ -122,6 +127,32 @@ def run_remat(variant: str, out_path: str) -> dict:
               params=int(sum(np.size(p) for p in jax.tree.leaves(params))))
 
 
+VIDEO_VARIANTS = {'unchunked': None, 'decode_chunk_size=16384': 16384}
+
+
+def run_video(variant: str, out_path: str) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from perceiver_agents import zoo  # pylint: disable=g-import-not-at-top
+  kwargs = zoo.PUBLISHED['video_autoencoder'][1]
+  net = zoo.video_autoencoder(decode_chunk_size=VIDEO_VARIANTS[variant], **kwargs)
+  t, s = kwargs['num_frames'], kwargs['image_size']
+  images = jax.ShapeDtypeStruct((1, t, s, s, 3), jnp.float32)
+  audio = jax.ShapeDtypeStruct((1, t * kwargs['audio_samples_per_frame'], 1),
+                               jnp.float32)
+  # Parameters and state by shape only (the whole-clip call is compiled, not run).
+  params, state = jax.eval_shape(
+      lambda k, x, a: net.init(k, x, a, {'image': jnp.arange(1), 'audio': jnp.arange(1)}),
+      jax.random.PRNGKey(0), images, audio)
+  fn = jax.jit(lambda p, st, x, a: net.apply(p, st, None, x, a)[0])
+  start = time.perf_counter()
+  compiled = fn.lower(params, state, images, audio).compile()
+  compile_s = time.perf_counter() - start
+  np.save(out_path, np.zeros(()))
+  return dict(memory=_memory(compiled), peak_rss=_peak_rss(), compile_s=compile_s)
+
+
 def _child(kind: str, variant: str, tmp: str) -> tuple:
   out = os.path.join(tmp, f'{kind}_{len(os.listdir(tmp))}.npy')
   cmd = [sys.executable, __file__, '--child', kind, '--variant', variant, '--out', out]
@@ -135,13 +166,14 @@ def main():
   import numpy as np  # pylint: disable=g-import-not-at-top
   gib = 2.0 ** 30
   results = {'command': 'taskset -c 1 .venv/bin/python benchmarks/memory.py',
-             'flow': {}, 'remat': {}}
+             'flow': {}, 'remat': {}, 'video': {}}
   lines = ['| case | XLA temp | XLA temp+arg+out | peak RSS | reduction (XLA total) '
            '| max abs diff vs baseline | time |', '|---|---|---|---|---|---|---|']
   with tempfile.TemporaryDirectory() as tmp:
     for kind, variants, runner_key in (
         ('flow', list(FLOW_VARIANTS), 'forward_s'),
-        ('remat', ['plain', 'remat_latents'], 'step_s')):
+        ('remat', ['plain', 'remat_latents'], 'step_s'),
+        ('video', list(VIDEO_VARIANTS), 'compile_s')):
       base_out, base_total, base_time = None, None, None
       for variant in variants:
         res, out = _child(kind, variant, tmp)
@@ -166,12 +198,12 @@ def main():
 
 if __name__ == '__main__':
   parser = argparse.ArgumentParser()
-  parser.add_argument('--child', choices=['flow', 'remat'])
+  parser.add_argument('--child', choices=['flow', 'remat', 'video'])
   parser.add_argument('--variant')
   parser.add_argument('--out')
   args = parser.parse_args()
   if args.child:
-    runner = run_flow if args.child == 'flow' else run_remat
+    runner = {'flow': run_flow, 'remat': run_remat, 'video': run_video}[args.child]
     print(json.dumps(runner(args.variant, args.out)))
   else:
     main()
