@@ -11,7 +11,8 @@ with Adam on a mean-pooled regression loss (so only the encoders differ):
   transformer:  L self-attention layers over all N tokens (blocks.SelfAttention).
 
 Each (model, N) runs in its own process, with its address space capped at --memory_gib
-(a run that exceeds it is reported as out of memory): jit compile, 2 warm-up steps, then
+(a run that exceeds it is reported as out of memory; 0: no cap, for GPUs, where the peak
+reported is the accelerator's own peak_bytes_in_use instead of the host's RSS): jit compile, 2 warm-up steps, then
 the median of --repeats timed steps, and the process's peak RSS. Writes scaling.json and
 scaling.png into --out and prints a markdown table.
 """
@@ -74,15 +75,21 @@ def child(model_name: str, size: int, args) -> dict:
     params, opt_state, loss = step(params, opt_state, x, y)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - start)
+  device = jax.devices()[0]
+  if device.platform == 'gpu':  # The accelerator's own peak, not the host's.
+    peak = device.memory_stats()['peak_bytes_in_use'] / 2**30
+  else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   return {'model': model_name, 'size': size, 'step_s': float(np.median(times)),
-          'peak_rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+          'peak_rss_gib': peak, 'device': device.device_kind}
 
 
 def measure(model_name: str, size: int, args) -> dict:
   command = [sys.executable, __file__, '--child', model_name, str(size)] + [
       f'--{k}={getattr(args, k)}' for k in
       ('channels', 'layers', 'heads', 'latents', 'batch', 'repeats', 'memory_gib')]
-  env = dict(os.environ, PYTHONPATH=REPO)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [REPO, os.environ.get('PYTHONPATH', '')]))
   done = subprocess.run(command, capture_output=True, text=True, env=env)
   if done.returncode != 0:
     tail = (done.stderr.strip().splitlines() or ['?'])[-1][:160]
@@ -124,8 +131,9 @@ def main():
   parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results'))
   args = parser.parse_args()
   if args.child:
-    cap = int(args.memory_gib * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    if args.memory_gib > 0:  # 0: no cap (a GPU process maps far more than it uses).
+      cap = int(args.memory_gib * 2**30)
+      resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     print(json.dumps(child(args.child[0], int(args.child[1]), args)))
     return
   results = []

@@ -57,7 +57,7 @@ def make_cross_attention_mask(query_mask: jax.Array,
           kv_mask.astype(bool)[:, None, :])
 
 
-IMPLEMENTATIONS = ('auto', 'xla', 'dot_product_attention')
+IMPLEMENTATIONS = ('auto', 'xla', 'dot_product_attention', 'cudnn')
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
@@ -73,10 +73,14 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
     dropout_prob: dropout rate on the attention probabilities (needs an RNG key
       when positive).
     attention_mask: optional [B, Q, K], truthy where attention is allowed.
-    implementation: 'xla' (the batched matmuls below), 'dot_product_attention'
-      (`jax.nn.dot_product_attention`, which picks cuDNN's fused flash attention on
-      GPU where it can; it needs Dqk == Dv and no dropout), or 'auto': the latter on
-      GPU where it applies, else 'xla' (faster on XLA:CPU, benchmarks/peer.py).
+    implementation: 'xla' (the heads-major batched matmuls below);
+      'dot_product_attention' (`jax.nn.dot_product_attention`, letting JAX pick its
+      kernel); 'cudnn' (the same, forcing cuDNN's fused flash attention: GPU,
+      float16/bfloat16, head width a multiple of 8 up to 128); 'auto' is 'xla', which
+      was the fastest choice measured on XLA:CPU and on an H100 with masks
+      (benchmarks/attention_kernels.py, BENCHMARKS.md: JAX's own pick ran at 0.5-1.0x
+      of it); forced cuDNN ran an unmasked bfloat16 forward 1.6-4.2x faster on the H100.
+      The last two need Dqk == Dv and no dropout.
   Returns:
     [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero, whichever
     implementation runs.
@@ -84,15 +88,15 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   checks.check_choice(implementation, IMPLEMENTATIONS, name='implementation')
   batch, q_len, heads, qk_dim = q.shape
   v_dim = v.shape[-1]
-  fused_applies = qk_dim == v_dim and dropout_prob == 0
-  if implementation == 'dot_product_attention' and not fused_applies:
-    raise ValueError('implementation=dot_product_attention needs equal query/key and '
-                     f'value head widths (got {qk_dim} and {v_dim}) and no dropout '
-                     f'(got {dropout_prob}).')
-  if implementation == 'dot_product_attention' or (
-      implementation == 'auto' and fused_applies and jax.default_backend() == 'gpu'):
+  if implementation in ('dot_product_attention', 'cudnn'):
+    if qk_dim != v_dim or dropout_prob > 0:
+      raise ValueError(f'implementation={implementation} needs equal query/key and '
+                       f'value head widths (got {qk_dim} and {v_dim}) and no dropout '
+                       f'(got {dropout_prob}).')
     mask = None if attention_mask is None else attention_mask.astype(bool)[:, None]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)  # [B, Q, H, Dv]
+    out = jax.nn.dot_product_attention(
+        q, k, v, mask=mask,
+        implementation='cudnn' if implementation == 'cudnn' else None)
     return _zero_empty_rows(out.reshape(batch, q_len, heads * v_dim), attention_mask)
   # Heads-major operands make both products plain batched matmuls over [B, H]; with
   # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward

@@ -421,7 +421,7 @@ def test_dot_product_attention_path_matches_xla_path_with_empty_rows():
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_auto_is_xla_on_cpu_and_bad_implementations_are_refused():
+def test_auto_is_xla_and_bad_implementations_are_refused():
   q, k, v = _qkv(qk_dim=8, v_dim=4)
   np.testing.assert_array_equal(attention.attend(q, k, v),
                                 attention.attend(q, k, v, implementation='xla'))

@@ -1,0 +1,350 @@
+"""This library against Hugging Face transformers' PyTorch Perceiver, same configs, one run.
+
+    .venv/bin/python benchmarks/peer.py [--configs language_small image_small]
+        [--repeats 5] [--json benchmarks/results/peer.json]
+
+Needs the benchmark extra (`pip install -c constraints.txt -e '.[bench]'`: torch 2.13.0
+CPU, transformers). For each configuration both models are built with the same sizes
+(HF's PerceiverForMaskedLM / PerceiverForImageClassificationLearned against
+`perceiver_agents.zoo`'s builders; dropout off, tanh GELU in both), run on the same batch,
+and timed alternately (JAX, torch, JAX, torch, ...) so that both see the same machine load:
+
+  forward     logits from inputs (inference mode, no gradients);
+  train step  forward + cross-entropy + backward + AdamW update.
+
+Also measures, in the same process, the float32 matmul peak of this machine in both
+frameworks ([M, K] @ [K, N] with M = N = K = 2048, best of several) and the model FLOPs per
+step from XLA's cost analysis of the compiled JAX functions, and reports model FLOP
+utilisation = FLOPs / time / matmul peak. Prints a markdown table and writes --json.
+
+Configurations ('full' variants are the released model sizes, slow on a CPU):
+  language_small  9M params: 512 bytes, d_model 256, 128 x 512 latents, 6 self-attends,
+                  batch 8.
+  language_full   the published 201M-parameter model, batch 4 x 2048 bytes.
+  image_small     64x64 RGB, conv1x1 + learned positions (256 + 256 channels),
+                  128 x 512 latents, 6 self-attends, 1000 classes, batch 8.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+CONFIGS = {
+    'language_small': dict(kind='language', batch=8, seq_len=512, d_model=256,
+                           num_latents=128, d_latents=512, layers=6, heads=8,
+                           cross_heads=8, qk_channels=256, v_channels=512),
+    'language_full': dict(kind='language', batch=4, seq_len=2048, d_model=768,
+                          num_latents=256, d_latents=1280, layers=26, heads=8,
+                          cross_heads=8, qk_channels=256, v_channels=1280),
+    'image_small': dict(kind='image', batch=8, image_size=64, num_latents=128,
+                        d_latents=512, layers=6, heads=8, cross_heads=1,
+                        num_classes=1000),
+}
+LEARNING_RATE = 1e-4
+
+
+# ---------------------------------------------------------------------- JAX side.
+
+def jax_model(cfg: dict):
+  """(forward_fn(params, state, inputs), loss_fn, params, state, inputs, labels)."""
+  import haiku as hk  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from perceiver_agents import zoo  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.RandomState(0)
+  encoder = dict(num_self_attends_per_block=cfg['layers'], num_blocks=1,
+                 z_index_dim=cfg['num_latents'], num_z_channels=cfg['d_latents'],
+                 num_self_attend_heads=cfg['heads'],
+                 num_cross_attend_heads=cfg['cross_heads'],
+                 cross_attend_widening_factor=1, self_attend_widening_factor=1,
+                 use_query_residual=True)
+  if cfg['kind'] == 'language':
+    encoder.update(qk_channels=cfg['qk_channels'], v_channels=cfg['v_channels'])
+    model = zoo.language_perceiver(
+        max_seq_len=cfg['seq_len'], d_model=cfg['d_model'], encoder=encoder,
+        decoder=dict(output_num_channels=cfg['d_latents'],
+                     position_encoding_type='trainable',
+                     output_index_dims=cfg['seq_len'],
+                     num_z_channels=cfg['d_latents'], qk_channels=256,
+                     v_channels=cfg['d_model'], num_heads=8, final_project=False,
+                     use_query_residual=False,
+                     trainable_position_encoding_kwargs=dict(
+                         num_channels=cfg['d_model'])))
+    tokens = jnp.asarray(rng.randint(0, 262, (cfg['batch'], cfg['seq_len'])))
+    mask = jnp.ones(tokens.shape, bool)
+    inputs, labels = (tokens, mask), tokens
+    params = model.init(jax.random.PRNGKey(0), *inputs)
+    state = {}
+    apply = lambda p, s, x, training: (model.apply(p, None, *x, is_training=training),
+                                       s)
+  else:
+    model = zoo.imagenet_perceiver(
+        num_classes=cfg['num_classes'],
+        input_preprocessor=dict(
+            position_encoding_type='trainable',
+            trainable_position_encoding_kwargs=dict(init_scale=0.02,
+                                                    num_channels=256),
+            prep_type='conv1x1', project_pos_dim=256, num_channels=256,
+            spatial_downsample=1, concat_or_add_pos='concat'),
+        encoder=encoder,
+        decoder=dict(num_z_channels=cfg['d_latents'],
+                     position_encoding_type='trainable', use_query_residual=True,
+                     trainable_position_encoding_kwargs=dict(
+                         init_scale=0.02, num_channels=cfg['d_latents'])))
+    size = cfg['image_size']
+    inputs = (jnp.asarray(rng.randn(cfg['batch'], size, size, 3), jnp.float32),)
+    labels = jnp.asarray(rng.randint(0, cfg['num_classes'], cfg['batch']))
+    params, state = model.init(jax.random.PRNGKey(0), *inputs)
+    apply = lambda p, s, x, training: model.apply(p, s, None, *x,
+                                                  is_training=training)
+  return apply, params, state, inputs, labels
+
+
+def jax_functions(cfg: dict):
+  """Compiled forward and train step, their arguments, and XLA's FLOPs per call."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  apply, params, state, inputs, labels = jax_model(cfg)
+  optimizer = optax.adamw(LEARNING_RATE)
+  opt_state = optimizer.init(params)
+
+  def forward(params, state, inputs):
+    return apply(params, state, inputs, False)[0]
+
+  def loss_fn(params, state, inputs, labels):
+    logits, state = apply(params, state, inputs, True)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, state
+
+  def train_step(params, opt_state, state, inputs, labels):
+    (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, state, inputs, labels)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, state, loss
+
+  fwd = jax.jit(forward).lower(params, state, inputs).compile()
+  step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
+      params, opt_state, state, inputs, labels).compile()
+  flops = {'forward': _flops(fwd), 'train_step': _flops(step)}
+  carry = {'params': params, 'opt_state': opt_state, 'state': state}
+
+  def run_forward():
+    jax.block_until_ready(fwd(carry['params'], carry['state'], inputs))
+
+  def run_step():
+    out = step(carry['params'], carry['opt_state'], carry['state'], inputs, labels)
+    jax.block_until_ready(out)
+    carry['params'], carry['opt_state'], carry['state'], _ = out
+
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  return run_forward, run_step, flops, num_params
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float(analysis['flops'])
+
+
+# -------------------------------------------------------------------- PyTorch side.
+
+def torch_device():
+  """'cuda' when JAX runs on a GPU (and torch sees one), else 'cpu'."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  return 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
+
+
+def _torch_sync():
+  import torch  # pylint: disable=g-import-not-at-top
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def torch_functions(cfg: dict):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  device = torch_device()
+
+  config = transformers.PerceiverConfig(
+      num_latents=cfg['num_latents'], d_latents=cfg['d_latents'],
+      num_blocks=1, num_self_attends_per_block=cfg['layers'],
+      num_self_attention_heads=cfg['heads'],
+      num_cross_attention_heads=cfg['cross_heads'],
+      qk_channels=cfg.get('qk_channels'), v_channels=cfg.get('v_channels'),
+      cross_attention_shape_for_attention='kv', self_attention_widening_factor=1,
+      cross_attention_widening_factor=1, hidden_act='gelu_new',
+      attention_probs_dropout_prob=0.0, use_query_residual=True)
+  rng = np.random.RandomState(0)
+  if cfg['kind'] == 'language':
+    config.update(dict(d_model=cfg['d_model'], max_position_embeddings=cfg['seq_len'],
+                       vocab_size=262))
+    model = transformers.PerceiverForMaskedLM(config)
+    tokens = torch.as_tensor(rng.randint(0, 262, (cfg['batch'], cfg['seq_len'])))
+    kwargs = dict(inputs=tokens, attention_mask=torch.ones_like(tokens))
+    labels = tokens
+  else:
+    config.update(dict(image_size=cfg['image_size'], num_labels=cfg['num_classes']))
+    model = transformers.PerceiverForImageClassificationLearned(config)
+    size = cfg['image_size']
+    # HF's image models take channels-first pixels.
+    kwargs = dict(inputs=torch.as_tensor(rng.randn(cfg['batch'], 3, size, size),
+                                         dtype=torch.float32))
+    labels = torch.as_tensor(rng.randint(0, cfg['num_classes'], cfg['batch']))
+  model = model.to(device)
+  kwargs = {k: v.to(device) for k, v in kwargs.items()}
+  labels = labels.to(device)
+  optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def run_forward():
+    model.eval()
+    with torch.inference_mode():
+      model(**kwargs)
+    _torch_sync()
+
+  def run_step():
+    model.train()
+    logits = model(**kwargs).logits
+    loss = loss_fn(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    _torch_sync()
+
+  num_params = sum(p.numel() for p in model.parameters())
+  return run_forward, run_step, num_params
+
+
+# ----------------------------------------------------------------- matmul peaks.
+
+def matmul_peaks(size: int = 0, repeats: int = 10) -> dict:
+  """Best float32 [size, size] @ [size, size] GFLOP/s in JAX and in torch.
+
+  size 0: 2048 on a CPU, 8192 on a GPU.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+
+  size = size or (8192 if jax.default_backend() == 'gpu' else 2048)
+  a = jnp.asarray(np.random.RandomState(0).randn(size, size), jnp.float32)
+  mm = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(mm(a, a))
+  ta = torch.as_tensor(np.asarray(a)).to(torch_device())
+  torch.mm(ta, ta)
+  _torch_sync()
+  flops = 2 * size ** 3
+  best = {'jax': 0.0, 'torch': 0.0}
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(mm(a, a))
+    best['jax'] = max(best['jax'], flops / (time.perf_counter() - start) / 1e9)
+    start = time.perf_counter()
+    torch.mm(ta, ta)
+    _torch_sync()
+    best['torch'] = max(best['torch'], flops / (time.perf_counter() - start) / 1e9)
+  return best
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+  """Medians (seconds) of `repeats` calls of each function, called in turn."""
+  for fn in fns.values():  # Warm-up (compilation, allocator, first-touch).
+    fn()
+    fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure(name: str, repeats: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  # float32 everywhere; on a GPU both frameworks may use TF32 tensor cores for matmuls
+  # (JAX's default precision there; torch needs it switched on).
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+  cfg = CONFIGS[name]
+  jax_fwd, jax_step, flops, jax_params = jax_functions(cfg)
+  torch_fwd, torch_step, torch_params = torch_functions(cfg)
+  peaks = matmul_peaks()
+  times = alternate({'jax_forward': jax_fwd, 'torch_forward': torch_fwd,
+                     'jax_train_step': jax_step, 'torch_train_step': torch_step},
+                    repeats)
+  peaks_after = matmul_peaks()
+  peak = {k: max(peaks[k], peaks_after[k]) for k in peaks}
+  result = dict(config=name, device=jax.devices()[0].device_kind,
+                jax_params=jax_params, torch_params=torch_params,
+                seconds=times, gflops_per_call={k: v / 1e9 for k, v in flops.items()},
+                matmul_peak_gflops=peak)
+  result['mfu'] = {
+      'jax_forward': flops['forward'] / times['jax_forward'] / 1e9 / peak['jax'],
+      'jax_train_step': (flops['train_step'] / times['jax_train_step'] / 1e9 /
+                         peak['jax']),
+      # Same model FLOPs (XLA's count) over torch's time and torch's own peak.
+      'torch_forward': flops['forward'] / times['torch_forward'] / 1e9 / peak['torch'],
+      'torch_train_step': (flops['train_step'] / times['torch_train_step'] / 1e9 /
+                           peak['torch']),
+  }
+  return result
+
+
+def table(results) -> str:
+  lines = [
+      '| config | params (ours / HF) | forward ours / HF | train step ours / HF | '
+      'ratio HF/ours (fwd, step) | GFLOP per step (XLA) | MFU ours (fwd, step) | '
+      'MFU HF (fwd, step) | matmul peak JAX / torch |',
+      '|---|---|---|---|---|---|---|---|---|']
+  for r in results:
+    s, m, p = r['seconds'], r['mfu'], r['matmul_peak_gflops']
+    lines.append(
+        f"| {r['config']} | {r['jax_params'] / 1e6:.1f}M / "
+        f"{r['torch_params'] / 1e6:.1f}M | {s['jax_forward']:.3f} / "
+        f"{s['torch_forward']:.3f} s | {s['jax_train_step']:.3f} / "
+        f"{s['torch_train_step']:.3f} s | "
+        f"{s['torch_forward'] / s['jax_forward']:.2f}x, "
+        f"{s['torch_train_step'] / s['jax_train_step']:.2f}x | "
+        f"{r['gflops_per_call']['train_step']:.1f} | {m['jax_forward']:.0%}, "
+        f"{m['jax_train_step']:.0%} | {m['torch_forward']:.0%}, "
+        f"{m['torch_train_step']:.0%} | {p['jax']:.0f} / {p['torch']:.0f} GFLOP/s |")
+  return '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', nargs='+', default=['language_small', 'image_small'],
+                      choices=sorted(CONFIGS))
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks', 'results',
+                                                     'peer.json'))
+  args = parser.parse_args()
+  results = []
+  for name in args.configs:
+    results.append(measure(name, args.repeats))
+    print(json.dumps(results[-1]), flush=True)
+  print(f"\ndevice: {results[0]['device']}\n")
+  print(table(results))
+  if args.json:
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, 'w') as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
