@@ -144,7 +144,12 @@ class PositionEncodingProjector(hk.Module):
   def __call__(self, batch_size: int,
                pos: Optional[jax.Array] = None) -> jax.Array:
     """Returns [B, N, output_size]."""
-    return layers.Linear(self._output_size)(self._base(batch_size, pos))
+    if pos is not None:  # Positions per example: project each example's own.
+      return layers.Linear(self._output_size)(self._base(batch_size, pos))
+    # The default grid is the same for every example: project it once, then broadcast
+    # (projecting B copies cost B times the work forward and backward).
+    projected = layers.Linear(self._output_size)(self._base(1))  # [1, N, out]
+    return jnp.broadcast_to(projected, (batch_size,) + projected.shape[1:])
 
 
 def build_position_encoding(
