@@ -4,6 +4,8 @@
 #   make demo          train the digits demo into $(WORKDIR) (fresh; RESUME=1 continues)
 #   make test          run the unit tests on 2 processes
 #   make conformance   check the zoo against DeepMind's published models (../shared)
+#   make benchmarks    install the bench extra and rebuild BENCHMARKS.md's performance
+#                      section (benchmarks/performance.py; ~25 min on 2 cores)
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -14,7 +16,7 @@ STAMP   := $(VENV)/.perceiver-agents-installed
 WORKDIR ?= runs/digits
 RESUME  ?= 0
 
-.PHONY: venv demo test conformance
+.PHONY: venv demo test conformance benchmarks
 
 venv: $(STAMP)
 
@@ -40,3 +42,7 @@ test: venv
 
 conformance: venv
 	$(VENV)/bin/python ../shared/conformance/check.py
+
+benchmarks: venv
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	$(VENV)/bin/python benchmarks/performance.py

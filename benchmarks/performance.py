@@ -55,14 +55,19 @@ def platform() -> str:
 
 
 def trailing_table(stdout: str) -> str:
-  """The last markdown table printed (and a 'device:' line if the script printed one)."""
+  """The last markdown table printed (and a 'device:' line if the script printed one).
+
+  The table starts at the header above the last '|---' line, so rows a script printed
+  while it ran are not taken twice.
+  """
   lines = stdout.rstrip().splitlines()
-  end = len(lines)
-  while end and not lines[end - 1].startswith('|'):
-    end -= 1
-  start = end
-  while start and lines[start - 1].startswith('|'):
-    start -= 1
+  rules = [i for i, l in enumerate(lines) if l.startswith('|---')]
+  if not rules:
+    return '(no table printed)'
+  start = max(rules[-1] - 1, 0)
+  end = rules[-1] + 1
+  while end < len(lines) and lines[end].startswith('|'):
+    end += 1
   devices = [l for l in lines if l.startswith('device:')]
   return '\n'.join(devices[-1:] + [''] * bool(devices) + lines[start:end])
 
