@@ -1,21 +1,24 @@
 """This library against Hugging Face transformers' PyTorch Perceiver, same configs, one run.
 
     .venv/bin/python benchmarks/peer.py [--configs language_small image_small]
-        [--repeats 5] [--json benchmarks/results/peer.json]
+        [--repeats 5] [--rounds 2] [--json benchmarks/results/peer.json]
 
 Needs the benchmark extra (`pip install -c constraints.txt -e '.[bench]'`: torch 2.13.0
 CPU, transformers). For each configuration both models are built with the same sizes
 (HF's PerceiverForMaskedLM / PerceiverForImageClassificationLearned against
-`perceiver_agents.zoo`'s builders; dropout off, tanh GELU in both), run on the same batch,
-and timed alternately (JAX, torch, JAX, torch, ...) so that both see the same machine load:
+`perceiver_agents.zoo`'s builders; dropout off, tanh GELU in both) and run on the same
+batch. Each framework runs in a process of its own (side by side in one process they
+slowed each other), JAX and torch alternating for --rounds rounds of --repeats timed
+calls, so that both see the same machine load; medians over all calls are reported:
 
   forward     logits from inputs (inference mode, no gradients);
   train step  forward + cross-entropy + backward + AdamW update.
 
-Also measures, in the same process, the float32 matmul peak of this machine in both
-frameworks ([M, K] @ [K, N] with M = N = K = 2048, best of several) and the model FLOPs per
-step from XLA's cost analysis of the compiled JAX functions, and reports model FLOP
-utilisation = FLOPs / time / matmul peak. Prints a markdown table and writes --json.
+Each process also measures its framework's float32 matmul peak ([M, K] @ [K, N] with
+M = N = K = 2048, 8192 on a GPU; best of several, before and after), and the JAX process
+the model FLOPs per step from XLA's cost analysis of the compiled functions; model FLOP
+utilisation = FLOPs / time / that framework's peak. Prints a markdown table and writes
+--json.
 
 Configurations ('full' variants are the released model sizes, slow on a CPU):
   language_small  9M params: 512 bytes, d_model 256, 128 x 512 latents, 6 self-attends,
@@ -29,6 +32,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -229,37 +233,35 @@ def torch_functions(cfg: dict):
 
 # ----------------------------------------------------------------- matmul peaks.
 
-def matmul_peaks(size: int = 0, repeats: int = 10) -> dict:
-  """Best float32 [size, size] @ [size, size] GFLOP/s in JAX and in torch.
+def matmul_peak(framework: str, size: int = 0, repeats: int = 10) -> float:
+  """Best float32 [size, size] @ [size, size] GFLOP/s of `framework` ('jax', 'torch').
 
   size 0: 2048 on a CPU, 8192 on a GPU.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
 
   size = size or (8192 if jax.default_backend() == 'gpu' else 2048)
-  a = jnp.asarray(np.random.RandomState(0).randn(size, size), jnp.float32)
-  mm = jax.jit(lambda x, y: x @ y)
-  jax.block_until_ready(mm(a, a))
-  ta = torch.as_tensor(np.asarray(a)).to(torch_device())
-  torch.mm(ta, ta)
-  _torch_sync()
-  flops = 2 * size ** 3
-  best = {'jax': 0.0, 'torch': 0.0}
+  a = np.random.RandomState(0).randn(size, size).astype(np.float32)
+  if framework == 'jax':
+    x = jnp.asarray(a)
+    mm = jax.jit(lambda x, y: x @ y)
+    run = lambda: jax.block_until_ready(mm(x, x))
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    x = torch.as_tensor(a).to(torch_device())
+    run = lambda: (torch.mm(x, x), _torch_sync())
+  run()
+  best = 0.0
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(mm(a, a))
-    best['jax'] = max(best['jax'], flops / (time.perf_counter() - start) / 1e9)
-    start = time.perf_counter()
-    torch.mm(ta, ta)
-    _torch_sync()
-    best['torch'] = max(best['torch'], flops / (time.perf_counter() - start) / 1e9)
+    run()
+    best = max(best, 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
   return best
 
 
 def alternate(fns: dict, repeats: int) -> dict:
-  """Medians (seconds) of `repeats` calls of each function, called in turn."""
+  """Lists of `repeats` timings (seconds) of each function, called in turn."""
   for fn in fns.values():  # Warm-up (compilation, allocator, first-touch).
     fn()
     fn()
@@ -269,10 +271,11 @@ def alternate(fns: dict, repeats: int) -> dict:
       start = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+  return times
 
 
-def measure(name: str, repeats: int) -> dict:
+def child(framework: str, name: str, repeats: int) -> dict:
+  """One framework's measurements of one configuration (run in its own process)."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count())
@@ -281,27 +284,53 @@ def measure(name: str, repeats: int) -> dict:
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
   cfg = CONFIGS[name]
-  jax_fwd, jax_step, flops, jax_params = jax_functions(cfg)
-  torch_fwd, torch_step, torch_params = torch_functions(cfg)
-  peaks = matmul_peaks()
-  times = alternate({'jax_forward': jax_fwd, 'torch_forward': torch_fwd,
-                     'jax_train_step': jax_step, 'torch_train_step': torch_step},
-                    repeats)
-  peaks_after = matmul_peaks()
-  peak = {k: max(peaks[k], peaks_after[k]) for k in peaks}
-  result = dict(config=name, device=jax.devices()[0].device_kind,
-                jax_params=jax_params, torch_params=torch_params,
-                seconds=times, gflops_per_call={k: v / 1e9 for k, v in flops.items()},
-                matmul_peak_gflops=peak)
-  result['mfu'] = {
-      'jax_forward': flops['forward'] / times['jax_forward'] / 1e9 / peak['jax'],
-      'jax_train_step': (flops['train_step'] / times['jax_train_step'] / 1e9 /
-                         peak['jax']),
-      # Same model FLOPs (XLA's count) over torch's time and torch's own peak.
-      'torch_forward': flops['forward'] / times['torch_forward'] / 1e9 / peak['torch'],
-      'torch_train_step': (flops['train_step'] / times['torch_train_step'] / 1e9 /
-                           peak['torch']),
-  }
+  out = {'device': jax.devices()[0].device_kind}
+  if framework == 'jax':
+    forward, step, flops, out['params'] = jax_functions(cfg)
+    out['gflops_per_call'] = {k: v / 1e9 for k, v in flops.items()}
+  else:
+    forward, step, out['params'] = torch_functions(cfg)
+  peak = matmul_peak(framework)
+  out['seconds'] = alternate({'forward': forward, 'train_step': step}, repeats)
+  out['matmul_peak_gflops'] = max(peak, matmul_peak(framework))
+  return out
+
+
+def measure(name: str, repeats: int, rounds: int = 2) -> dict:
+  """Both frameworks on configuration `name`, each in processes of its own.
+
+  In one process the two frameworks slowed each other (their allocators and thread
+  pools: the JAX step of the published language model took 11.3 s next to torch
+  against 8.9 s alone), so each runs alone, JAX and torch alternating for `rounds`
+  rounds of `repeats` timed calls; the medians over all rounds are reported.
+  """
+  runs = {'jax': [], 'torch': []}
+  for _ in range(rounds):
+    for framework in runs:
+      done = subprocess.run(
+          [sys.executable, __file__, '--child', framework, name,
+           '--repeats', str(repeats)], capture_output=True, text=True,
+          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+              [REPO, os.environ.get('PYTHONPATH', '')])))
+      if done.returncode != 0:
+        raise RuntimeError(f'{framework} on {name} failed:\n{done.stderr[-2000:]}')
+      runs[framework].append(json.loads(done.stdout.strip().splitlines()[-1]))
+  times, peak = {}, {}
+  for framework, results in runs.items():
+    peak[framework] = max(r['matmul_peak_gflops'] for r in results)
+    for what in ('forward', 'train_step'):
+      times[f'{framework}_{what}'] = statistics.median(
+          t for r in results for t in r['seconds'][what])
+  flops = {k: v * 1e9 for k, v in runs['jax'][0]['gflops_per_call'].items()}
+  result = dict(config=name, device=runs['jax'][0]['device'],
+                jax_params=runs['jax'][0]['params'],
+                torch_params=runs['torch'][0]['params'], seconds=times,
+                gflops_per_call=runs['jax'][0]['gflops_per_call'],
+                matmul_peak_gflops=peak, rounds=rounds, repeats=repeats)
+  result['mfu'] = {  # Model FLOPs (XLA's count) over each framework's time and peak.
+      f'{fw}_{what}': flops[key] / times[f'{fw}_{what}'] / 1e9 / peak[fw]
+      for fw in ('jax', 'torch')
+      for what, key in (('forward', 'forward'), ('train_step', 'train_step'))}
   return result
 
 
@@ -331,12 +360,17 @@ def main():
   parser.add_argument('--configs', nargs='+', default=['language_small', 'image_small'],
                       choices=sorted(CONFIGS))
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--child', nargs=2, metavar=('FRAMEWORK', 'CONFIG'))
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks', 'results',
                                                      'peer.json'))
   args = parser.parse_args()
+  if args.child:
+    print(json.dumps(child(args.child[0], args.child[1], args.repeats)))
+    return
   results = []
   for name in args.configs:
-    results.append(measure(name, args.repeats))
+    results.append(measure(name, args.repeats, args.rounds))
     print(json.dumps(results[-1]), flush=True)
   print(f"\ndevice: {results[0]['device']}\n")
   print(table(results))
