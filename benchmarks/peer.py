@@ -59,30 +59,27 @@ LEARNING_RATE = 1e-4
 
 def jax_model(cfg: dict):
   """(forward_fn(params, state, inputs), loss_fn, params, state, inputs, labels)."""
-  import haiku as hk  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from perceiver_agents import zoo  # pylint: disable=g-import-not-at-top
 
   rng = np.random.RandomState(0)
-  encoder = dict(num_self_attends_per_block=cfg['layers'], num_blocks=1,
-                 z_index_dim=cfg['num_latents'], num_z_channels=cfg['d_latents'],
-                 num_self_attend_heads=cfg['heads'],
-                 num_cross_attend_heads=cfg['cross_heads'],
-                 cross_attend_widening_factor=1, self_attend_widening_factor=1,
-                 use_query_residual=True)
+  # The released configurations (zoo.PUBLISHED), resized.
+  sizes = dict(num_self_attends_per_block=cfg['layers'], num_blocks=1,
+               z_index_dim=cfg['num_latents'], num_z_channels=cfg['d_latents'],
+               num_self_attend_heads=cfg['heads'],
+               num_cross_attend_heads=cfg['cross_heads'])
   if cfg['kind'] == 'language':
-    encoder.update(qk_channels=cfg['qk_channels'], v_channels=cfg['v_channels'])
-    model = zoo.language_perceiver(
-        max_seq_len=cfg['seq_len'], d_model=cfg['d_model'], encoder=encoder,
-        decoder=dict(output_num_channels=cfg['d_latents'],
-                     position_encoding_type='trainable',
+    _, published = zoo.PUBLISHED['language_perceiver']
+    model = zoo.language_perceiver(**dict(
+        published, max_seq_len=cfg['seq_len'], d_model=cfg['d_model'],
+        encoder=dict(published['encoder'], qk_channels=cfg['qk_channels'],
+                     v_channels=cfg['v_channels'], **sizes),
+        decoder=dict(published['decoder'], output_num_channels=cfg['d_latents'],
                      output_index_dims=cfg['seq_len'],
-                     num_z_channels=cfg['d_latents'], qk_channels=256,
-                     v_channels=cfg['d_model'], num_heads=8, final_project=False,
-                     use_query_residual=False,
+                     num_z_channels=cfg['d_latents'], v_channels=cfg['d_model'],
                      trainable_position_encoding_kwargs=dict(
-                         num_channels=cfg['d_model'])))
+                         num_channels=cfg['d_model']))))
     tokens = jnp.asarray(rng.randint(0, 262, (cfg['batch'], cfg['seq_len'])))
     mask = jnp.ones(tokens.shape, bool)
     inputs, labels = (tokens, mask), tokens
@@ -91,19 +88,15 @@ def jax_model(cfg: dict):
     apply = lambda p, s, x, training: (model.apply(p, None, *x, is_training=training),
                                        s)
   else:
-    model = zoo.imagenet_perceiver(
-        num_classes=cfg['num_classes'],
-        input_preprocessor=dict(
-            position_encoding_type='trainable',
-            trainable_position_encoding_kwargs=dict(init_scale=0.02,
-                                                    num_channels=256),
-            prep_type='conv1x1', project_pos_dim=256, num_channels=256,
-            spatial_downsample=1, concat_or_add_pos='concat'),
-        encoder=encoder,
-        decoder=dict(num_z_channels=cfg['d_latents'],
-                     position_encoding_type='trainable', use_query_residual=True,
+    _, published = zoo.PUBLISHED['imagenet_learned_position_encoding']
+    model = zoo.imagenet_perceiver(**dict(
+        published, num_classes=cfg['num_classes'],
+        encoder=dict(published['encoder'], **sizes),
+        # HF's classification decoder adds the query back (use_query_residual=True).
+        decoder=dict(published['decoder'], num_z_channels=cfg['d_latents'],
+                     use_query_residual=True,
                      trainable_position_encoding_kwargs=dict(
-                         init_scale=0.02, num_channels=cfg['d_latents'])))
+                         init_scale=0.02, num_channels=cfg['d_latents']))))
     size = cfg['image_size']
     inputs = (jnp.asarray(rng.randn(cfg['batch'], size, size, 3), jnp.float32),)
     labels = jnp.asarray(rng.randint(0, cfg['num_classes'], cfg['batch']))
