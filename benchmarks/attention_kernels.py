@@ -23,7 +23,6 @@ sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from perceiver_agents.blocks import attention  # pylint: disable=wrong-import-position
 
