@@ -4,6 +4,7 @@ Fixtures in tests/fixtures/conformance are copies of shared/conformance's vector
 parameters recorded from the released models (perturbed so no output is trivial),
 their inputs and outputs, and the full-size parameter trees.
 """
+import copy
 import json
 import os
 import pathlib
@@ -167,3 +168,27 @@ def test_language_model_rejects_wrong_length():
   short = {k: v[:, :8] for k, v in x.items()}
   with pytest.raises(ValueError, match='max_seq_len'):
     f.apply(params, None, **short)
+
+
+# The memory options (decode_chunk_size, the encoder's cross-attention chunking) give the
+# published small models' recorded outputs.
+@pytest.mark.parametrize('encoder_option', [None, 'cross_attend_kv_chunk_size'])
+def test_chunked_flow_gives_the_published_outputs(encoder_option):
+  case, params, _, x, arrays = _case('optical_flow')
+  kwargs = copy.deepcopy(case['kwargs'])
+  if encoder_option:
+    kwargs['encoder'][encoder_option] = 50  # 12 * 16 = 192 inputs: 4 chunks
+  f = zoo.optical_flow_perceiver(decode_chunk_size=50, **kwargs)  # 192 queries
+  want = jax.jit(lambda p, x: zoo.optical_flow_perceiver(**case['kwargs']).apply(
+      p, None, x))(params, x['images'])
+  got = jax.jit(lambda p, x: f.apply(p, None, x))(params, x['images'])
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  assert _relative_error(got, arrays['outputs/out']) < 1e-4
+
+
+def test_chunked_video_autoencoder_gives_the_published_outputs():
+  case, params, state, x, arrays = _case('video_autoencoder')
+  f = zoo.video_autoencoder(decode_chunk_size=7, **case['kwargs'])
+  y = jax.jit(lambda p, s, x: f.apply(p, s, None, **x)[0])(params, state, x)
+  for key in case['outputs']:
+    assert _relative_error(y[key], arrays[f'outputs/{key}']) < 1e-4, key
