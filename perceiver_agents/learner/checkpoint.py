@@ -6,7 +6,7 @@ invisible to `latest_step()`.
 """
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -56,6 +56,15 @@ class Checkpointer:
     restored = self._manager.restore(
         step, args=ocp.args.StandardRestore(target._asdict()))
     return TrainState(**restored)
+
+  def restore_as_saved(self, *, step: Optional[int] = None) -> dict:
+    """Checkpoint `step` (default: latest) as it was saved: the TrainState's fields as a
+    dict of host arrays, with no target (for reading params without building the model's
+    optimizer state, e.g. predict from a workdir)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f'directory: no checkpoint found in {self.directory}.')
+    return self._manager.restore(step, args=ocp.args.StandardRestore())
 
   def wait(self) -> None:
     """Blocks until an asynchronous save has finished."""

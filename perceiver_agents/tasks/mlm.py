@@ -48,6 +48,7 @@ import optax
 from perceiver_agents import zoo
 from perceiver_agents.data import sampling
 from perceiver_agents.data import text as text_data
+from perceiver_agents.learner.checkpoint import Checkpointer
 from perceiver_agents.learner.config import apply_overrides, default_config
 from perceiver_agents.tasks.base import Task
 
@@ -245,19 +246,21 @@ def _find_run_dir(path: str) -> str | None:
 def restore_params(checkpoint_dir: str, step: int | None = None) -> tuple[dict, int]:
   """Params (numpy, Haiku tree) and step of a learner checkpoint under `checkpoint_dir`
   (a workdir's `checkpoints/`), the latest step unless `step` is given."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   checkpoint_dir = os.path.abspath(checkpoint_dir)
-  steps = sorted(int(s) for s in os.listdir(checkpoint_dir) if s.isdigit()) \
-      if os.path.isdir(checkpoint_dir) else []
-  if not steps:
+  if not os.path.isdir(checkpoint_dir):  # Checkpointer would create it.
     raise ValueError(f'--checkpoint: no checkpoint in {checkpoint_dir}; train first.')
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise ValueError(f'--checkpoint: no checkpoint of step {step} in {checkpoint_dir} '
-                     f'(steps: {steps}).')
-  restored = ocp.StandardCheckpointer().restore(
-      os.path.join(checkpoint_dir, str(step), 'default'))
-  params = restored['params']
+  checkpoints = Checkpointer(checkpoint_dir)
+  try:
+    steps = sorted(checkpoints.all_steps())
+    if not steps:
+      raise ValueError(f'--checkpoint: no checkpoint in {checkpoint_dir}; train first.')
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise ValueError(f'--checkpoint: no checkpoint of step {step} in '
+                       f'{checkpoint_dir} (steps: {steps}).')
+    params = checkpoints.restore_as_saved(step=step)['params']
+  finally:
+    checkpoints.close()
   return jax.tree.map(np.asarray, params), step
 
 
@@ -345,7 +348,7 @@ def parse_masked_text(text: str, *, window: int, truncate: bool = False
   """
   if not text:
     raise ValueError('--text: empty; give text with <mask:N> markers.')
-  pieces, masked = [], []
+  pieces = []
   last = 0
   for match in _MASK_MARKER.finditer(text):
     pieces.append(_utf8_ids(text[last:match.start()]))

@@ -44,3 +44,20 @@ def test_async_save_round_trip(tmp_path, toy):
   learner.train(task, config, str(tmp_path))
   _, ts = learner.load_state(task, config, str(tmp_path))
   assert int(ts.step) == 4
+
+
+def test_restore_as_saved_needs_no_target(tmp_path, toy):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  task, config = toy('train.steps=3', 'checkpoint.every=1', 'eval.every=0')
+  learner.train(task, config, str(tmp_path))
+  _, ts = learner.load_state(task, config, str(tmp_path))  # Through a target.
+  checkpoints = learner.Checkpointer(str(tmp_path / 'checkpoints'))
+  saved = checkpoints.restore_as_saved()
+  for got, want in zip(jax.tree.leaves(saved['params']), jax.tree.leaves(ts.params)):
+    np.testing.assert_array_equal(got, want)
+  assert int(saved['step']) == 3
+  empty = learner.Checkpointer(str(tmp_path / 'empty'))
+  with pytest.raises(ValueError, match='no checkpoint'):
+    empty.restore_as_saved()
