@@ -29,7 +29,6 @@ one another.
 import argparse
 import copy
 import json
-import os
 import sys
 from typing import Iterator, List
 
@@ -42,7 +41,7 @@ import optax
 
 from perceiver_agents import zoo
 from perceiver_agents.data import imagenet as imagenet_data
-from perceiver_agents.learner.config import apply_overrides, default_config
+from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import Task
@@ -221,23 +220,12 @@ def build(config: ml_collections.ConfigDict) -> Task:
 # ---------------------------------------------------------------------------- predict
 
 
-def _load(checkpoint: str, overrides: List[str]):
-  config = get_config()
-  if os.path.isdir(checkpoint):
-    config = workdir_lib.run_config(sys.modules[__name__], checkpoint, overrides,
-                                    task='imagenet')
-    config.model.init_checkpoint = ''
-    # Restoring needs only the shapes of a batch, not the dataset.
-    b, size = config.train.batch_size, image_size(config)
-    zeros = {'image': np.zeros((b, size, size, 3), np.float32),
-             'label': np.zeros((b,), np.int32),
-             'soft_label': np.zeros((b, model_kwargs(config)['num_classes']), np.float32)}
-    params, state = workdir_lib.restore(build_model(config), config, checkpoint, zeros)
-    return config, params, state
-  apply_overrides(config, overrides)
-  config.model.init_checkpoint = ''
-  params, state = pretrained.load_checked(checkpoint, build_model(config))
-  return config, params, state
+def _zero_batch(config: ml_collections.ConfigDict) -> dict:
+  """A batch of zeros with the shapes of config's training batches."""
+  b, size = config.train.batch_size, image_size(config)
+  return {'image': np.zeros((b, size, size, 3), np.float32),
+          'label': np.zeros((b,), np.int32),
+          'soft_label': np.zeros((b, model_kwargs(config)['num_classes']), np.float32)}
 
 
 def predict(args: List[str]) -> int:
@@ -259,7 +247,8 @@ def predict(args: List[str]) -> int:
     overrides.append(item[len('--config.'):])
   if not known.eval and not known.images:
     raise ValueError('give image files or --eval.')
-  config, params, state = _load(known.checkpoint, overrides)
+  config, params, state = workdir_lib.load_for_predict(
+      sys.modules[__name__], 'imagenet', known.checkpoint, overrides, _zero_batch)
   model = build_model(config)
   forward = jax.jit(lambda image: model.apply(params, state, jax.random.PRNGKey(0),
                                               {'image': image}, is_training=False)[0])

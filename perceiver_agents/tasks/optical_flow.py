@@ -24,7 +24,6 @@ import argparse
 import copy
 import functools
 import json
-import os
 import sys
 from typing import Iterator, List, Sequence, Tuple
 
@@ -36,7 +35,7 @@ import numpy as np
 
 from perceiver_agents import zoo
 from perceiver_agents.data import flow_augment, flow_formats, flow_viz, procedural_flow, sampling
-from perceiver_agents.learner.config import apply_overrides, default_config
+from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import Task
@@ -320,24 +319,12 @@ def make_predictor(config: ml_collections.ConfigDict, params, state):
   return predict_flow
 
 
-def _load_for_predict(checkpoint: str, overrides: List[str]):
-  """(config, params, state) from a workdir of `train` or from a weights file."""
-  config = get_config()
-  if os.path.isdir(checkpoint):
-    config = workdir_lib.run_config(sys.modules[__name__], checkpoint, overrides,
-                                    task='optical_flow')
-    config.model.init_checkpoint = ''
-    # Restoring needs only the shapes of a batch, not the dataset.
-    b, tile = config.train.batch_size, tuple(model_kwargs(config)['train_size'])
-    zeros = {'frames': np.zeros((b, 2) + tile + (3,), np.float32),
-             'flow': np.zeros((b,) + tile + (2,), np.float32),
-             'valid': np.ones((b,) + tile, bool)}
-    params, state = workdir_lib.restore(build_model(config), config, checkpoint, zeros)
-    return config, params, state
-  apply_overrides(config, overrides)
-  config.model.init_checkpoint = ''
-  params, state = pretrained.load_checked(checkpoint, build_model(config))
-  return config, params, state
+def _zero_batch(config: ml_collections.ConfigDict) -> dict:
+  """A batch of zeros with the shapes of config's training batches."""
+  b, tile = config.train.batch_size, tuple(model_kwargs(config)['train_size'])
+  return {'frames': np.zeros((b, 2) + tile + (3,), np.float32),
+          'flow': np.zeros((b,) + tile + (2,), np.float32),
+          'valid': np.ones((b,) + tile, bool)}
 
 
 def predict(args: List[str]) -> int:
@@ -364,7 +351,8 @@ def predict(args: List[str]) -> int:
   if frames[0].shape != frames[1].shape:
     raise ValueError(f'{known.frame2}: frame size {frames[1].shape[:2]} differs from '
                      f'{known.frame1} ({frames[0].shape[:2]}).')
-  config, params, state = _load_for_predict(known.checkpoint, overrides)
+  config, params, state = workdir_lib.load_for_predict(
+      sys.modules[__name__], 'optical_flow', known.checkpoint, overrides, _zero_batch)
   flow = make_predictor(config, params, state)(np.stack(frames))
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(flow_viz.flow_to_rgb(flow, max_flow=known.max_flow)).save(known.out)

@@ -2,13 +2,15 @@
 
     config = run_config(module, workdir, overrides)   # the run's config, as trained
     params, state = restore(model, config, workdir, sample_batch)   # latest checkpoint
+    config, params, state = load_for_predict(module, task, path, overrides, ...)
+        # a workdir as above, or a weights file (pretrained.load_checked)
 
 No data set is needed: the train state's layout comes from the model and a sample batch.
 """
 
 import json
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -20,6 +22,7 @@ from perceiver_agents.learner import sharding as sharding_lib
 from perceiver_agents.learner import update as update_lib
 from perceiver_agents.learner.config import apply_overrides
 from perceiver_agents.learner.loop import CHECKPOINT_DIR
+from perceiver_agents.tasks import pretrained
 
 RUN_FILE = 'run.json'  # Written by `perceiver-agents train` (cli.RUN_FILE).
 
@@ -71,3 +74,25 @@ def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
   finally:
     checkpoints.close()
   return ts.params, ts.state
+
+
+def load_for_predict(module: Any, task: str, checkpoint: str, overrides: Sequence[str],
+                     sample_batch: Callable[[ml_collections.ConfigDict], Mapping[str, Any]]
+                     ) -> tuple[ml_collections.ConfigDict, Any, Any]:
+  """(config, params, state) for `predict` from a workdir of `train TASK` or a weights file.
+
+  A workdir (a folder) is restored with its run's config and `overrides` on top;
+  `sample_batch(config)` gives a batch of the right shapes (zeros do: restoring needs no
+  data set). Anything else is a weights file for module.build_model(config) after
+  `overrides`, checked by pretrained.load_checked. The model's init_checkpoint is off.
+  """
+  if os.path.isdir(checkpoint):
+    config = run_config(module, checkpoint, overrides, task=task)
+    config.model.init_checkpoint = ''
+    params, state = restore(module.build_model(config), config, checkpoint,
+                            sample_batch(config))
+    return config, params, state
+  config = apply_overrides(module.get_config(), list(overrides))
+  config.model.init_checkpoint = ''
+  params, state = pretrained.load_checked(checkpoint, module.build_model(config))
+  return config, params, state
