@@ -23,6 +23,7 @@ from perceiver_agents.blocks import checks
 from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import fusion
 from perceiver_agents.blocks import layers
+from perceiver_agents.blocks import masking
 
 
 def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
@@ -97,17 +98,15 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
     out = jax.nn.dot_product_attention(
         q, k, v, mask=mask,
         implementation='cudnn' if implementation == 'cudnn' else None)
-    return _zero_empty_rows(out.reshape(batch, q_len, heads * v_dim), attention_mask)
+    return masking.zero_empty_rows(out.reshape(batch, q_len, heads * v_dim),
+                                   attention_mask)
   # Heads-major operands make both products plain batched matmuls over [B, H]; with
   # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
   # on the language model's cross-attention, benchmarks/peer.py).
   q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, Q|K, D]
   logits = jnp.einsum('bhqd,bhkd->bhqk', q * (1.0 / math.sqrt(qk_dim)), k)
   if attention_mask is not None:
-    # A large finite value, not -inf, keeps fully masked rows NaN-free.
-    large = 1e4 if logits.dtype == jnp.float16 else 1e30
-    logits = jnp.where(attention_mask[:, None, :, :], logits,
-                       jnp.asarray(-large, logits.dtype))
+    logits = masking.mask_logits(logits, attention_mask[:, None, :, :])
   # softmax(logits) @ v, normalised after the product: the division then runs over
   # [B, H, Q, Dv] instead of [B, H, Q, K] (and dropout commutes with it).
   logits_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
@@ -117,18 +116,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
     unnormalised = hk.dropout(hk.next_rng_key(), dropout_prob, unnormalised)
   out = jnp.einsum('bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
-  return _zero_empty_rows(out, attention_mask)
-
-
-def _zero_empty_rows(out: jax.Array, attention_mask: Optional[jax.Array]) -> jax.Array:
-  """Sets rows of out [B, Q, C] whose keys are all masked to zero.
-
-  Without it, a fully masked row would get a uniform average of the values.
-  """
-  if attention_mask is None:
-    return out
-  empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
-  return jnp.where(empty_row, jnp.zeros_like(out), out)
+  return masking.zero_empty_rows(out, attention_mask)
 
 
 class Attention(hk.Module):

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver_agents.blocks import masking
+
 
 def check_chunk_size(chunk_size: Optional[int], *, name: str) -> None:
   """Raises ValueError unless `chunk_size` is None (no chunking) or a positive int."""
@@ -124,7 +126,6 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
   ends = jnp.arange(1, num_chunks + 1) * chunk_size  # [n]
   q = jnp.swapaxes(q, 1, 2)  # [B, H, Q, Dqk]
   scale = 1.0 / math.sqrt(qk_dim)
-  large = 1e4 if q.dtype == jnp.float16 else 1e30
 
   def step(carry, end):
     running_max, denominator, total = carry  # [B, H, Q], [B, H, Q], [B, H, Q, Dv]
@@ -136,7 +137,7 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
     if attention_mask is not None:
       allowed = allowed & _slice(attention_mask.astype(bool), start, chunk_size,
                                  2)[:, None]
-    logits = jnp.where(allowed, logits, jnp.asarray(-large, logits.dtype))
+    logits = masking.mask_logits(logits, allowed)
     new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1))
     weights = jnp.exp(logits - new_max[..., None])  # [B, H, Q, c]
     correction = jnp.exp(running_max - new_max)  # [B, H, Q]
@@ -152,8 +153,4 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
   (_, denominator, total), _ = hk.scan(step, init, ends)
   out = total / denominator[..., None]  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
-  if attention_mask is not None:
-    # As in `attend`: a query whose keys are all masked gives zeros.
-    empty_row = jnp.all(~attention_mask.astype(bool), axis=2, keepdims=True)
-    out = jnp.where(empty_row, jnp.zeros_like(out), out)
-  return out
+  return masking.zero_empty_rows(out, attention_mask)
