@@ -27,26 +27,38 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import List, NamedTuple, Optional, Tuple
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = REPO / 'benchmarks' / 'results'
 BEGIN, END = '<!-- performance:begin -->', '<!-- performance:end -->'
 
-# name -> (script, arguments on a CPU, arguments on a GPU or None to skip there, title)
+class Section(NamedTuple):
+  script: str
+  cpu_args: List[str]
+  gpu_args: Optional[List[str]]  # None: not run on a GPU.
+  output: Optional[Tuple[str, str]]  # (flag, name under --out; {where} = cpu | gpu).
+  title: str
+
+
 SECTIONS = {
-    'peer': ('peer.py', ['--configs', 'language_small', 'image_small', 'language_full',
-                         '--repeats', '3'],
-             ['--configs', 'language_small', 'image_small', 'language_full',
-              '--repeats', '10'],
-             'Against the PyTorch peer (HF transformers Perceiver), and MFU'),
-    'scaling': ('scaling.py', ['--memory_gib', '12'],
-                ['--memory_gib', '0', '--sizes', '1024', '4096', '16384', '65536',
-                 '131072', '--batch', '4', '--channels', '256'],
-                'Scaling with input size: Perceiver IO vs Transformer'),
-    'attention': ('attention_kernels.py', ['--repeats', '5'], ['--repeats', '20'],
-                  'Attention kernel: jax.nn.dot_product_attention vs XLA matmuls'),
-    'memory': ('memory.py', [], None,
-               'Memory at scale: chunked decoding and remat'),
+    'peer': Section(
+        'peer.py', ['--configs', 'language_small', 'image_small', 'language_full',
+                    '--repeats', '3'],
+        ['--configs', 'language_small', 'image_small', 'language_full', '--repeats',
+         '10'], ('--json', 'peer_{where}.json'),
+        'Against the PyTorch peer (HF transformers Perceiver), and MFU'),
+    'scaling': Section(
+        'scaling.py', ['--memory_gib', '12'],
+        ['--memory_gib', '0', '--sizes', '1024', '4096', '16384', '65536', '131072',
+         '--batch', '4', '--channels', '256'], ('--out', 'scaling_{where}'),
+        'Scaling with input size: Perceiver IO vs Transformer'),
+    'attention': Section(
+        'attention_kernels.py', ['--repeats', '5'], ['--repeats', '20'],
+        ('--json', 'attention_{where}.json'),
+        'Attention kernel: jax.nn.dot_product_attention vs XLA matmuls'),
+    'memory': Section('memory.py', [], None, None,  # Writes results/memory.json.
+                      'Memory at scale: chunked decoding and remat'),
 }
 
 
@@ -74,16 +86,13 @@ def trailing_table(stdout: str) -> str:
 
 
 def run_section(name: str, where: str, out: pathlib.Path) -> str:
-  script, cpu_args, gpu_args, title = SECTIONS[name]
-  args = gpu_args if where == 'gpu' else cpu_args
-  command = [sys.executable, str(REPO / 'benchmarks' / script)] + args
-  if name == 'peer':
-    command += ['--json', str(out / f'peer_{where}.json')]
-  elif name == 'attention':
-    command += ['--json', str(out / f'attention_{where}.json')]
-  elif name == 'scaling':
-    command += ['--out', str(out / f'scaling_{where}')]
-  shown = ' '.join(['.venv/bin/python', f'benchmarks/{script}'] + args)
+  section = SECTIONS[name]
+  args = section.gpu_args if where == 'gpu' else section.cpu_args
+  command = [sys.executable, str(REPO / 'benchmarks' / section.script)] + args
+  if section.output:
+    flag, target = section.output
+    command += [flag, str(out / target.format(where=where))]
+  shown = ' '.join(['.venv/bin/python', f'benchmarks/{section.script}'] + args)
   print(f'== {name}: {shown}', flush=True)
   done = subprocess.run(command, capture_output=True, text=True,
                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -93,7 +102,8 @@ def run_section(name: str, where: str, out: pathlib.Path) -> str:
     body = f'failed (exit {done.returncode}): `{done.stderr.strip()[-300:]}`'
   else:
     body = trailing_table(done.stdout)
-  return f'#### {title} ({where})\n\n`{shown}`\n\n{body}\n'
+  stamp = f'{datetime.date.today()}, {os.cpu_count()} host cores'
+  return f'#### {section.title} ({where}, {stamp})\n\n`{shown}`\n\n{body}\n'
 
 
 def fragment(where: str, name: str) -> pathlib.Path:
@@ -133,14 +143,11 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.sections:
-      if where == 'gpu' and SECTIONS[name][2] is None:
+      if where == 'gpu' and SECTIONS[name].gpu_args is None:
         continue
       # One file per section, written as soon as it is measured: a run cut short keeps
       # what it measured, and re-running one section leaves the others' tables alone.
-      text = run_section(name, where, out)
-      stamp = f'{datetime.date.today()}, {os.cpu_count()} host cores'
-      (out / fragment(where, name).name).write_text(text.replace(
-          f'({where})\n', f'({where}, {stamp})\n', 1))
+      (out / fragment(where, name).name).write_text(run_section(name, where, out))
   if pathlib.Path(args.out).resolve() == RESULTS.resolve():
     compose()
 
