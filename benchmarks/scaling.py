@@ -128,7 +128,8 @@ def main():
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--memory_gib', type=float, default=16.0)
-  parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results'))
+  parser.add_argument('--out', default=None,
+                      help='default: benchmarks/results/scaling_<cpu|gpu>')
   args = parser.parse_args()
   if args.child:
     if args.memory_gib > 0:  # 0: no cap (a GPU process maps far more than it uses).
@@ -136,6 +137,10 @@ def main():
       resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     print(json.dumps(child(args.child[0], int(args.child[1]), args)))
     return
+  if args.out is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    where = 'gpu' if jax.default_backend() == 'gpu' else 'cpu'
+    args.out = os.path.join(REPO, 'benchmarks', 'results', f'scaling_{where}')
   results = []
   for size in args.sizes:
     for name in ('perceiver_io', 'transformer'):
