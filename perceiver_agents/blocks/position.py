@@ -95,7 +95,7 @@ class TrainablePositionEncoding(hk.Module):
         init=hk.initializers.TruncatedNormal(stddev=self._init_scale))
     if batch_size is None:
       return embs
-    return jnp.broadcast_to(embs[None], (batch_size,) + embs.shape)
+    return layers.broadcast_batch(embs, batch_size)
 
 
 class FourierPositionEncoding(hk.Module):
@@ -149,7 +149,7 @@ class PositionEncodingProjector(hk.Module):
     # The default grid is the same for every example: project it once, then broadcast
     # (projecting B copies cost B times the work forward and backward).
     projected = layers.Linear(self._output_size)(self._base(1))  # [1, N, out]
-    return jnp.broadcast_to(projected, (batch_size,) + projected.shape[1:])
+    return layers.broadcast_batch(projected[0], batch_size)
 
 
 def build_position_encoding(

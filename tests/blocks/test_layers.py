@@ -65,3 +65,16 @@ def test_scalar_input_is_refused():
   f = hk.transform(lambda x: layers.Linear(3)(x))
   with pytest.raises(ValueError, match='scalar'):
     f.init(jax.random.PRNGKey(0), jnp.ones(()))
+
+
+@pytest.mark.parametrize('shape', [(5,), (4, 3), (2, 3, 4)])
+def test_broadcast_batch_values_and_gradient(shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  weights = jax.random.normal(jax.random.PRNGKey(1), (6,) + shape)
+  out = layers.broadcast_batch(x, 6)
+  np.testing.assert_array_equal(out, jnp.broadcast_to(x, (6,) + shape))
+  loss = lambda f: lambda x: jnp.sum(f(x) * weights)  # pylint: disable=g-long-lambda
+  ours = jax.grad(loss(lambda x: layers.broadcast_batch(x, 6)))(x)
+  reference = jax.grad(loss(lambda x: jnp.broadcast_to(x, (6,) + shape)))(x)
+  np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ours, weights.sum(0), rtol=1e-6, atol=1e-6)
