@@ -160,17 +160,15 @@ class Attention(hk.Module):
                ) -> jax.Array:
     """Attends from `inputs_q` [B, Q, Cq] to `inputs_kv` [B, K, Ckv].
 
+    `inputs_q` may also be [Q, Cq], the same queries for every example: they are
+    projected once, then broadcast over the batch (same values, 1/B of the work).
     `attention_mask` is an optional [B, Q, K] mask. `kv_transform` (position-wise,
     e.g. a LayerNorm) is applied to `inputs_kv` first: with kv_chunk_size, one chunk
     at a time. Returns [B, Q, output_channels].
     """
-    checks.check_rank(inputs_q, 3, name='inputs_q')
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
-    batch, q_len, _ = inputs_q.shape
-    kv_batch, kv_len, _ = inputs_kv.shape
-    if kv_batch != batch:
-      raise ValueError(f'inputs_kv batch {kv_batch} does not match inputs_q '
-                       f'batch {batch}.')
+    batch, kv_len, _ = inputs_kv.shape
+    q_len = _check_queries(inputs_q, batch)
     if attention_mask is not None:
       checks.check_mask(attention_mask, (batch, q_len, kv_len),
                         name='attention_mask')
@@ -181,7 +179,9 @@ class Attention(hk.Module):
     checks.check_divisible(v_channels, self._num_heads, name='v_channels')
     heads = self._num_heads
 
-    q = linear(qk_channels, init_scale=self._init_scale)(inputs_q)  # [B, Q, Cqk]
+    q = linear(qk_channels, init_scale=self._init_scale)(inputs_q)  # [(B,) Q, Cqk]
+    if q.ndim == 2:
+      q = layers.broadcast_batch(q, batch)  # [B, Q, Cqk]
     if kv_transform is not None and self._kv_chunk_size is None:
       inputs_kv = kv_transform(inputs_kv)
     if self._kv_chunk_size is not None:
@@ -233,6 +233,17 @@ class Attention(hk.Module):
     return chunking.attend_in_kv_chunks(
         q, inputs_kv, project_kv, value_dim=v_channels // heads,
         chunk_size=self._kv_chunk_size, attention_mask=attention_mask)
+
+
+def _check_queries(inputs_q: jax.Array, batch: int) -> int:
+  """Checks queries [B, Q, C] (or [Q, C], shared by the batch); returns Q."""
+  if inputs_q.ndim not in (2, 3):
+    raise ValueError(f'inputs_q must be [B, Q, C] or [Q, C] (shared by every '
+                     f'example), got shape {tuple(inputs_q.shape)}.')
+  if inputs_q.ndim == 3 and inputs_q.shape[0] != batch:
+    raise ValueError(f'inputs_kv batch {batch} does not match inputs_q '
+                     f'batch {inputs_q.shape[0]}.')
+  return inputs_q.shape[-2]
 
 
 class MLP(hk.Module):
@@ -345,9 +356,14 @@ class CrossAttention(hk.Module):
   def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, *,
                is_training: bool,
                attention_mask: Optional[jax.Array] = None) -> jax.Array:
-    """Maps queries [B, Q, Cq] and inputs [B, K, Ckv] to [B, Q, Cq]."""
-    checks.check_rank(inputs_q, 3, name='inputs_q')
+    """Maps queries [B, Q, Cq] and inputs [B, K, Ckv] to [B, Q, Cq].
+
+    Queries shared by every example may come as [Q, Cq]: their LayerNorm and
+    projection run once (see `Attention`).
+    """
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
+    batch = inputs_kv.shape[0]
+    _check_queries(inputs_q, batch)
     output_channels = inputs_q.shape[-1]
     source = inputs_q if self._shape_for_attn == 'q' else inputs_kv
     qk_channels = self._qk_channels or source.shape[-1]
@@ -372,7 +388,12 @@ class CrossAttention(hk.Module):
       attention = attention(q_norm(inputs_q), inputs_kv, kv_transform=kv_norm,
                             attention_mask=attention_mask)  # [B, Q, Cq]
     attention = _dropout(attention, self._dropout_prob, is_training)
-    x = inputs_q + attention if self._use_query_residual else attention
+    if self._use_query_residual:
+      if inputs_q.ndim == 2:
+        inputs_q = layers.broadcast_batch(inputs_q, batch)  # [B, Q, Cq]
+      x = inputs_q + attention
+    else:
+      x = attention
     x = x + MLP(widening_factor=self._widening_factor,
                 dropout_prob=self._dropout_prob,
                 init_scale=self._dense_init_scale)(

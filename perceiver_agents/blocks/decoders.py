@@ -134,7 +134,12 @@ class BasicDecoder(Decoder):
 
   def decoder_query(self, inputs, *, modality_sizes=None,
                     inputs_without_pos=None, subsampled_points=None):
-    """Queries [B, O, E] for `inputs` [B, N, C]; O = len(subsampled_points) if given."""
+    """Queries [B, O, E] for `inputs` [B, N, C]; O = len(subsampled_points) if given.
+
+    Queries that are the same for every example (a position encoding of the whole
+    output grid, not concatenated with the inputs) come back as [O, E] without the
+    batch axis, so that the cross-attention projects them once.
+    """
     del modality_sizes
     if self.output_pos_enc is None:
       raise ValueError("position_encoding_type='none': this decoder builds no "
@@ -149,20 +154,26 @@ class BasicDecoder(Decoder):
         # A learned table ignores `pos` and returns all O rows: keep the asked ones.
         query = jnp.take(query, jnp.asarray(subsampled_points), axis=1)
     else:
-      query = self.output_pos_enc(batch_size=batch)  # [B, O, E]
+      query = self.output_pos_enc(batch_size=1)[0]  # [O, E], shared
     if self._concat_preprocessed_input:
       if inputs_without_pos is None:
         raise ValueError('inputs_without_pos is required when '
                          'concat_preprocessed_input=True.')
+      if query.ndim == 2:
+        query = layers.broadcast_batch(query, batch)  # [B, O, E]
       query = jnp.concatenate([inputs_without_pos, query], axis=-1)
     return query
 
   def __call__(self, query, z, *, is_training, query_mask=None):
-    """Maps queries [B, O, E] and latents [B, M, D] to [B, O, F] (F=E without projection)."""
-    checks.check_rank(query, 3, name='query')
+    """Maps queries [B, O, E] (or shared [O, E]) and latents [B, M, D] to [B, O, F]
+    (F = E without projection)."""
     checks.check_rank(z, 3, name='z')
+    if query.ndim not in (2, 3):
+      raise ValueError('query must be [B, O, E] or [O, E] (shared by every example), '
+                       f'got shape {tuple(query.shape)}.')
+    shared = query.ndim == 2
     if query_mask is not None:
-      checks.check_mask(query_mask, query.shape[:2], name='query_mask')
+      checks.check_mask(query_mask, (z.shape[0], query.shape[-2]), name='query_mask')
     cross_attend = CrossAttention(
         dropout_prob=0.0, num_heads=self._num_heads, widening_factor=1,
         shape_for_attn='kv', qk_channels=self._qk_channels,
@@ -173,19 +184,22 @@ class BasicDecoder(Decoder):
                if self._final_project else None)
 
     def decode(chunk):
-      """Queries [B, c, E] (and their mask [B, c]) -> outputs [B, c, F]."""
+      """Queries [B or 1, c, E] (and their mask [B, c]) -> outputs [B, c, F]."""
       attention_mask = None
       if chunk['mask'] is not None:
         attention_mask = make_cross_attention_mask(
             chunk['mask'], jnp.ones(z.shape[:2], dtype=bool))  # [B, c, M]
-      output = cross_attend(chunk['query'], z, is_training=is_training,
+      output = cross_attend(chunk['query'][0] if shared else chunk['query'], z,
+                            is_training=is_training,
                             attention_mask=attention_mask)  # [B, c, E]
       if project is not None:
         output = project(output)  # [B, c, F]
       return output
 
-    return chunking.map_chunks(decode, {'query': query, 'mask': query_mask},
-                               chunk_size=self._decode_chunk_size)  # [B, O, F]
+    # Shared queries travel as [1, O, E]: chunks are cut along O, axis 1.
+    return chunking.map_chunks(
+        decode, {'query': query[None] if shared else query, 'mask': query_mask},
+        chunk_size=self._decode_chunk_size)  # [B, O, F]
 
 
 class ClassificationDecoder(Decoder):
@@ -358,7 +372,9 @@ class MultimodalDecoder(Decoder):
     width = max(q.shape[-1] for q in queries.values()) + self._min_padding_size
 
     def pad(modality, query):
-      batch = query.shape[0]
+      batch = inputs[modality].shape[0]
+      if query.ndim == 2:  # shared by every example
+        query = layers.broadcast_batch(query, batch)
       query = jnp.reshape(query, [batch, -1, query.shape[-1]])  # [B, O_m, E_m]
       padding = TrainablePositionEncoding(
           index_dim=1, num_channels=width - query.shape[-1], init_scale=0.02,

@@ -114,23 +114,27 @@ class PerceiverEncoder(hk.Module):
         self.cross_attends.append(self.cross_attend if share_cross_attend_weights
                                   else make_cross_attend())
 
-  def latents(self, inputs: jax.Array) -> jax.Array:
-    """The initial latent array [B, M, D] for a batch of `inputs` [B, ...]."""
-    return self.z_pos_enc(batch_size=inputs.shape[0])
+  def latents(self, inputs: Optional[jax.Array] = None) -> jax.Array:
+    """The initial latent array: [M, D] (shared by every example), or [B, M, D]
+    repeated for a batch of `inputs` [B, ...]."""
+    return self.z_pos_enc(batch_size=None if inputs is None else inputs.shape[0])
 
   def __call__(self, inputs: jax.Array, z: jax.Array, *, is_training: bool,
                input_mask: Optional[jax.Array] = None) -> jax.Array:
     """Encodes `inputs` [B, N, C] into latents, starting from `z` [B, M, D].
 
+    `z` may be [M, D], the same initial latents for every example (`latents()`): the
+    first cross-attention then normalises and projects them once.
     `input_mask` [B, N] is truthy where an input position is valid. Returns [B, M, D].
     """
     checks.check_rank(inputs, 3, name='inputs')
-    checks.check_rank(z, 3, name='z')
+    if z.ndim not in (2, 3):
+      raise ValueError(f'z must be [B, M, D] or [M, D], got shape {tuple(z.shape)}.')
     attention_mask = None
     if input_mask is not None:
       checks.check_mask(input_mask, inputs.shape[:2], name='input_mask')
       attention_mask = make_cross_attention_mask(
-          jnp.ones(z.shape[:2], dtype=bool), input_mask)  # [B, M, N]
+          jnp.ones((inputs.shape[0], z.shape[-2]), dtype=bool), input_mask)  # [B, M, N]
     for block in range(self._num_blocks):
       if block == 0 or self._cross_attend_every_block:
         z = self.cross_attends[block](z, inputs, is_training=is_training,
@@ -185,11 +189,11 @@ class Perceiver(hk.Module):
       inputs, modality_sizes, inputs_without_pos = self._input_preprocessor(
           inputs, pos=pos, is_training=is_training)
     checks.check_rank(inputs, 3, name='inputs (after preprocessing)')
-    latents = self._encoder.latents(inputs)  # [B, M, D]
+    latents = self._encoder.latents()  # [M, D], shared by every example
     query = self._decoder.decoder_query(
         inputs, modality_sizes=modality_sizes,
         inputs_without_pos=inputs_without_pos,
-        subsampled_points=subsampled_output_points)  # [B, O, E]
+        subsampled_points=subsampled_output_points)  # [B, O, E] or shared [O, E]
     z = self._encoder(inputs, latents, is_training=is_training,
                       input_mask=input_mask)  # [B, M, D]
     outputs = self._decoder(query, z, is_training=is_training,

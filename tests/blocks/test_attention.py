@@ -350,7 +350,7 @@ class CrossAttentionTest(chex.TestCase):
 def test_attention_rejects_bad_inputs():
   q3, kv3 = jnp.ones((B, Q, C)), jnp.ones((B, K, C))
   helpers.raises_on_init(lambda q, kv: attention.Attention(num_heads=H)(q, kv),
-          jnp.ones((Q, C)), kv3, match='inputs_q must have rank 3')
+          jnp.ones((C,)), kv3, match=r'inputs_q must be \[B, Q, C\] or \[Q, C\]')
   helpers.raises_on_init(lambda q, kv: attention.Attention(num_heads=H)(q, kv),
           q3, jnp.ones((K, C)), match='inputs_kv must have rank 3')
   helpers.raises_on_init(lambda q, kv: attention.Attention(num_heads=H)(q, kv),
@@ -384,7 +384,7 @@ def test_self_and_cross_attention_reject_bad_inputs():
       q, kv, is_training=False), x, jnp.ones((B, K, 6)),
           match=r'inputs_q channels \(8\) must be divisible')
   helpers.raises_on_init(lambda q, kv: attention.CrossAttention(num_heads=H)(
-      q, kv, is_training=False), jnp.ones((Q, C)), x, match='inputs_q')
+      q, kv, is_training=False), jnp.ones((C,)), x, match='inputs_q')
   with pytest.raises(ValueError, match='shape_for_attn'):
     hk.transform(lambda: attention.CrossAttention(shape_for_attn='x')).init(None)
 
@@ -429,3 +429,24 @@ def test_auto_is_xla_and_bad_implementations_are_refused():
     attention.attend(q, k, v, implementation='dot_product_attention')
   with pytest.raises(ValueError, match='implementation'):
     attention.attend(q, k, v, implementation='flash')
+
+
+@pytest.mark.parametrize('residual', [True, False])
+def test_shared_queries_match_the_same_queries_repeated(residual):
+  """Queries [Q, C] shared by the batch: the values and gradients of [B, Q, C] copies."""
+  def fn(q, kv):
+    return attention.CrossAttention(num_heads=H, use_query_residual=residual)(
+        q, kv, is_training=False)
+  t = hk.transform(fn)
+  q, kv = helpers.rand(Q, C), helpers.rand(B, K, C, seed=1)
+  repeated = jnp.broadcast_to(q, (B, Q, C))
+  params = t.init(jax.random.PRNGKey(0), q, kv)
+  shared_out = t.apply(params, None, q, kv)
+  chex.assert_shape(shared_out, (B, Q, C))
+  np.testing.assert_allclose(shared_out, t.apply(params, None, repeated, kv),
+                             rtol=1e-5, atol=1e-6)
+  loss = lambda p, q: helpers.random_loss(t.apply(p, None, q, kv))
+  shared_grads = jax.grad(loss, argnums=(0, 1))(params, q)
+  repeated_grads = jax.grad(lambda p, q: loss(p, jnp.broadcast_to(q, (B, Q, C))),
+                            argnums=(0, 1))(params, q)
+  chex.assert_trees_all_close(shared_grads, repeated_grads, rtol=1e-4, atol=1e-5)

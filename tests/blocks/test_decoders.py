@@ -6,6 +6,7 @@ import sys
 
 import haiku as hk
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
@@ -118,10 +119,10 @@ class BasicDecoderTest(chex.TestCase):
     idx = np.array([1, 4, 7], np.int32)
     fourier, sub, concat = self.variant(hk.transform(fn).apply)(
         {}, None, inputs, idx, without_pos)
-    chex.assert_shape([fourier, sub, concat], [(B, 8, 5), (B, 3, 5), (B, N, 7)])
+    # The whole grid's encoding is the same for every example: no batch axis.
+    chex.assert_shape([fourier, sub, concat], [(8, 5), (B, 3, 5), (B, N, 7)])
     np.testing.assert_allclose(
-        fourier, np.broadcast_to(np_fourier_1d(np.linspace(-1, 1, 8), 2, 8),
-                                 (B, 8, 5)), atol=1e-5)
+        fourier, np_fourier_1d(np.linspace(-1, 1, 8), 2, 8), atol=1e-5)
     np.testing.assert_allclose(
         sub, np.broadcast_to(np_fourier_1d(-1 + 2 * idx / 8, 2, 8), (B, 3, 5)),
         atol=1e-5)
@@ -182,8 +183,8 @@ def test_basic_decoder_rejects_bad_inputs():
 
   def bad_query(z):
     return decoders.BasicDecoder(output_num_channels=F, position_encoding_type='none')(
-        z[0], z, is_training=False)
-  helpers.raises_on_init(bad_query, z, match='query must have rank 3')
+        z[0, 0], z, is_training=False)
+  helpers.raises_on_init(bad_query, z, match=r'query must be \[B, O, E\] or \[O, E\]')
 
   def bad_z(z):
     return decoders.BasicDecoder(output_num_channels=F, position_encoding_type='none')(
@@ -337,7 +338,7 @@ class MultimodalDecoderTest(chex.TestCase):
         np.asarray(query)[0, 3:7, :10],
         np.asarray(hk.transform(lambda: decoders.BasicDecoder(
             output_num_channels=F, output_index_dims=(2, 2),
-            **FOURIER).decoder_query(inputs)).apply({}, None))[0], atol=1e-6)
+            **FOURIER).decoder_query(inputs)).apply({}, None)), atol=1e-6)
     grads = jax.grad(lambda p: helpers.random_loss(apply(p, None, inputs, z)[1]))(
         params)
     helpers.assert_every_leaf_has_gradient(grads)
@@ -389,3 +390,21 @@ def test_split_modalities_sorted_by_name():
   np.testing.assert_array_equal(parts['b'], x[:, 2:])
   with pytest.raises(ValueError, match='modality_sizes'):
     decoders.split_modalities({'a': 4}, x)
+
+
+@pytest.mark.parametrize('chunk', [None, 3])
+def test_shared_queries_decode_like_repeated_queries(chunk):
+  """A shared [O, E] query (with and without decode chunks) == its [B, O, E] copies."""
+  def fn(query, z, mask):
+    return decoders.BasicDecoder(output_num_channels=F, position_encoding_type='none',
+                                 use_query_residual=True, decode_chunk_size=chunk)(
+                                     query, z, is_training=False, query_mask=mask)
+  t = hk.transform(fn)
+  query, z = helpers.rand(7, C), helpers.rand(B, M, D, seed=1)
+  mask = np.arange(7)[None] < np.array([[7], [4]])[:B]
+  params = t.init(jax.random.PRNGKey(0), query, z, mask)
+  shared = t.apply(params, None, query, z, mask)
+  chex.assert_shape(shared, (B, 7, F))
+  np.testing.assert_allclose(
+      shared, t.apply(params, None, jnp.broadcast_to(query, (B, 7, C)), z, mask),
+      rtol=1e-5, atol=1e-6)

@@ -5,6 +5,7 @@ import sys
 
 import haiku as hk
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
@@ -192,8 +193,8 @@ def test_encoder_rejects_bad_inputs():
                          match='inputs must have rank 3')
 
   def bad_z(x):
-    return encoder()(x, x[0], is_training=False)
-  helpers.raises_on_init(bad_z, helpers.rand(B, N, C), match='z must have rank 3')
+    return encoder()(x, x[0, 0], is_training=False)
+  helpers.raises_on_init(bad_z, helpers.rand(B, N, C), match=r'z must be \[B, M, D\] or \[M, D\]')
 
 
 # The Perceiver wrapper, end to end: image -> patches + Fourier positions -> latents
@@ -296,3 +297,21 @@ class PerceiverTest(chex.TestCase):
       return model(x, is_training=False)
     helpers.raises_on_init(no_preprocessor, helpers.rand(B, N),
                            match=r'inputs \(after preprocessing\) must have rank 3')
+
+
+def test_shared_latents_match_repeated_latents():
+  """`latents()` [M, D] (shared) gives the encoder output of `latents(x)` [B, M, D]."""
+  def fn(x, shared):
+    enc = encoder(cross_attend_every_block=True)
+    z = enc.latents() if shared else enc.latents(x)
+    chex.assert_rank(z, 2 if shared else 3)
+    mask = jnp.arange(N)[None] < jnp.array([[N], [N - 2]])[:B]
+    return enc(x, z, is_training=False, input_mask=mask)
+  t = hk.transform(fn)
+  x = helpers.rand(B, N, C)
+  params = t.init(jax.random.PRNGKey(0), x, True)
+  np.testing.assert_allclose(t.apply(params, None, x, True),
+                             t.apply(params, None, x, False), rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda p, s=s: helpers.random_loss(t.apply(p, None, x, s)))(params)
+           for s in (True, False)]
+  chex.assert_trees_all_close(*grads, rtol=1e-4, atol=1e-5)
