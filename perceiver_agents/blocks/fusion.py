@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 
-def materialise(g: jax.Array) -> jax.Array:
+def _materialise(g: jax.Array) -> jax.Array:
   """An exact copy of `g` [..., C] that XLA will not fuse into its consumers."""
   if g.ndim == 0 or g.size == 0:
     return g
@@ -43,7 +43,7 @@ def _forward(x):
 
 
 def _backward(_, g):
-  return (materialise(g),)
+  return (_materialise(g),)
 
 
 cotangent_boundary.defvjp(_forward, _backward)

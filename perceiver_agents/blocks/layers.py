@@ -7,8 +7,6 @@ checkpoints load unchanged. Only the gradients are computed differently (same ma
   Linear     dW = X^T G as one 2-D dot over all rows [R, Cin] x [R, Cout], dX = G W^T.
              Through autodiff of `jnp.dot`, XLA:CPU re-derived X inside the backward
              and fed both operands to the weight-gradient dot in transposed layouts.
-             On CPU X^T is written out once: the dot contracting both operands'
-             leading axis ran at 65-80% of a plain product's speed.
   LayerNorm  dX = rstd * (G s - mean(G s) - x_hat * mean(G s * x_hat)) from the saved
              normalised input x_hat and 1/std, instead of differentiating mean, variance
              and rsqrt op by op.
@@ -29,8 +27,6 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from perceiver_agents.blocks import fusion
-
 LAYER_NORM_EPS = 1e-5
 
 
@@ -48,12 +44,7 @@ def _dense_backward(residuals, g):
   x, w = residuals
   rows_x = x.reshape(-1, x.shape[-1])  # [R, Cin]
   rows_g = g.reshape(-1, g.shape[-1])  # [R, Cout]
-  if jax.default_backend() == 'cpu':
-    # XLA:CPU's dot contracting the leading (row) axis of both operands ran at 65-80%
-    # of its plain [M, K] x [K, N] speed; X^T written to memory once costs less.
-    dw = jnp.dot(fusion.materialise(rows_x.T), rows_g)  # [Cin, Cout]
-  else:
-    dw = jax.lax.dot_general(rows_x, rows_g, (((0,), (0,)), ((), ())))
+  dw = jax.lax.dot_general(rows_x, rows_g, (((0,), (0,)), ((), ())))  # [Cin, Cout]
   return jnp.dot(g, w.T), dw.astype(w.dtype)
 
 
