@@ -24,6 +24,7 @@ from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import fusion
 from perceiver_agents.blocks import layers
 from perceiver_agents.blocks import masking
+from perceiver_agents.blocks import position
 
 
 def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
@@ -345,7 +346,10 @@ class CrossAttention(hk.Module):
   def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, *,
                is_training: bool,
                attention_mask: Optional[jax.Array] = None) -> jax.Array:
-    """Maps queries [B, Q, Cq] and inputs [B, K, Ckv] to [B, Q, Cq]."""
+    """Maps queries [B, Q, Cq] and inputs [B, K, Ckv] to [B, Q, Cq].
+
+    `inputs_kv` may be a position.LazyFourierFeatures (expanded per kv chunk).
+    """
     checks.check_rank(inputs_q, 3, name='inputs_q')
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
     output_channels = inputs_q.shape[-1]
@@ -364,12 +368,15 @@ class CrossAttention(hk.Module):
         kv_chunk_size=self._kv_chunk_size,
     )
     if self._kv_chunk_size is None:
-      attention = attention(layer_norm(inputs_q), layer_norm(inputs_kv),
+      attention = attention(layer_norm(inputs_q),
+                            layer_norm(position.materialize(inputs_kv)),
                             attention_mask=attention_mask)  # [B, Q, Cq]
     else:
-      # The inputs' LayerNorm runs chunk by chunk too (same modules, same names).
+      # The inputs' LayerNorm (and a lazy input's expansion) runs chunk by chunk too
+      # (same modules, same names).
       q_norm, kv_norm = layers.LayerNorm(), layers.LayerNorm()
-      attention = attention(q_norm(inputs_q), inputs_kv, kv_transform=kv_norm,
+      attention = attention(q_norm(inputs_q), inputs_kv,
+                            kv_transform=lambda x: kv_norm(position.materialize(x)),
                             attention_mask=attention_mask)  # [B, Q, Cq]
     attention = _dropout(attention, self._dropout_prob, is_training)
     x = inputs_q + attention if self._use_query_residual else attention
