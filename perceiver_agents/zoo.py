@@ -117,12 +117,19 @@ def optical_flow_perceiver(*, train_size: Sequence[int], encoder: Mapping,
   decoder queries with the first frame's features.
 
   `decode_chunk_size` decodes the H*W flow queries that many at a time, and
-  `encoder['cross_attend_chunk_size']` cross-attends the latents that many at a time:
-  same outputs, a fraction of the peak memory (benchmarks/memory.py).
+  `encoder['cross_attend_kv_chunk_size']` (or `'cross_attend_chunk_size'`) attends the
+  inputs (or the latents) that many at a time: same outputs, a fraction of the peak
+  memory (benchmarks/memory.py). With any of them, the inputs' 2 * 2 * num_bands
+  Fourier channels are expanded chunk by chunk (lazy_position_features), so the
+  [B, H*W, 64 + 2 + 4 * num_bands] inputs, which are also the queries, are never
+  alive in full.
   """
   train_size = tuple(train_size)
   fourier = dict(num_bands=num_bands, max_resolution=train_size,
                  sine_only=False, concat_pos=True)
+  chunked = decode_chunk_size is not None or any(
+      encoder.get(option) is not None
+      for option in ('cross_attend_chunk_size', 'cross_attend_kv_chunk_size'))
 
   def forward(images, *, is_training=False):
     checks.check_rank(images, 5, name='images')
@@ -134,7 +141,7 @@ def optical_flow_perceiver(*, train_size: Sequence[int], encoder: Mapping,
             position_encoding_type='fourier',
             fourier_position_encoding_kwargs=fourier, prep_type='patches',
             spatial_downsample=1, temporal_downsample=2,
-            conv_after_patching=True),
+            conv_after_patching=True, lazy_position_features=chunked),
         encoder=blocks.PerceiverEncoder(**encoder),
         decoder=blocks.FlowDecoder(train_size, rescale_factor=100.0,
                                    use_query_residual=False,

@@ -192,3 +192,34 @@ def test_chunked_video_autoencoder_gives_the_published_outputs():
   y = jax.jit(lambda p, s, x: f.apply(p, s, None, **x)[0])(params, state, x)
   for key in case['outputs']:
     assert _relative_error(y[key], arrays[f'outputs/{key}']) < 1e-4, key
+
+
+def _intermediate_shapes(jaxpr):
+  """Shapes of every value a jaxpr computes, sub-jaxprs (scan, pjit, ...) included."""
+  shapes = set()
+  for eqn in jaxpr.eqns:
+    shapes.update(tuple(v.aval.shape) for v in eqn.outvars)
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else [param]:
+        sub = getattr(sub, 'jaxpr', sub)  # a ClosedJaxpr's Jaxpr
+        if hasattr(sub, 'eqns'):
+          shapes |= _intermediate_shapes(sub)
+  return shapes
+
+
+@pytest.mark.parametrize('chunked', [False, True])
+def test_chunked_flow_never_makes_the_full_fourier_inputs(chunked):
+  """With chunking, the inputs' Fourier channels are expanded chunk by chunk: no
+  [B, H*W, 64 + 2 + 4 * num_bands] array exists (without chunking it does)."""
+  case, params, _, x, _ = _case('optical_flow')
+  kwargs = copy.deepcopy(case['kwargs'])
+  if chunked:
+    kwargs['encoder']['cross_attend_kv_chunk_size'] = 50
+  f = zoo.optical_flow_perceiver(decode_chunk_size=50 if chunked else None, **kwargs)
+  images = x['images']  # [B, 2, H, W, 3]
+  full = (images.shape[0], images.shape[2] * images.shape[3],
+          64 + 2 + 4 * kwargs['num_bands'])
+  shapes = _intermediate_shapes(
+      jax.make_jaxpr(lambda p, x: f.apply(p, None, x))(params, images).jaxpr)
+  assert (full in shapes) != chunked
+  assert full[:2] + (64,) in shapes  # the compact features are there

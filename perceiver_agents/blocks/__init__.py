@@ -21,6 +21,7 @@ from perceiver_agents.blocks.perceiver_ar import rotary_embed
 from perceiver_agents.blocks.position import build_position_encoding
 from perceiver_agents.blocks.position import fourier_features
 from perceiver_agents.blocks.position import FourierPositionEncoding
+from perceiver_agents.blocks.position import LazyFourierFeatures
 from perceiver_agents.blocks.position import linear_positions
 from perceiver_agents.blocks.position import PositionEncodingProjector
 from perceiver_agents.blocks.position import TrainablePositionEncoding

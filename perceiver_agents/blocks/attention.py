@@ -24,6 +24,7 @@ from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import fusion
 from perceiver_agents.blocks import layers
 from perceiver_agents.blocks import masking
+from perceiver_agents.blocks import position
 
 
 def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
@@ -359,7 +360,8 @@ class CrossAttention(hk.Module):
     """Maps queries [B, Q, Cq] and inputs [B, K, Ckv] to [B, Q, Cq].
 
     Queries shared by every example may come as [Q, Cq]: their LayerNorm and
-    projection run once (see `Attention`).
+    projection run once (see `Attention`). `inputs_kv` may be a
+    position.LazyFourierFeatures (expanded per kv chunk).
     """
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
     batch = inputs_kv.shape[0]
@@ -380,12 +382,15 @@ class CrossAttention(hk.Module):
         kv_chunk_size=self._kv_chunk_size,
     )
     if self._kv_chunk_size is None:
-      attention = attention(layer_norm(inputs_q), layer_norm(inputs_kv),
+      attention = attention(layer_norm(inputs_q),
+                            layer_norm(position.materialize(inputs_kv)),
                             attention_mask=attention_mask)  # [B, Q, Cq]
     else:
-      # The inputs' LayerNorm runs chunk by chunk too (same modules, same names).
+      # The inputs' LayerNorm (and a lazy input's expansion) runs chunk by chunk too
+      # (same modules, same names).
       q_norm, kv_norm = layers.LayerNorm(), layers.LayerNorm()
-      attention = attention(q_norm(inputs_q), inputs_kv, kv_transform=kv_norm,
+      attention = attention(q_norm(inputs_q), inputs_kv,
+                            kv_transform=lambda x: kv_norm(position.materialize(x)),
                             attention_mask=attention_mask)  # [B, Q, Cq]
     attention = _dropout(attention, self._dropout_prob, is_training)
     if self._use_query_residual:

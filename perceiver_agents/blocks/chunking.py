@@ -91,7 +91,7 @@ def map_chunks(fn: Callable[[Any], Any], xs: Any, *,
   return outputs
 
 
-def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
+def attend_in_kv_chunks(q: jax.Array, inputs_kv: Any,
                         project_kv: Callable[[jax.Array], Any], *,
                         value_dim: int, chunk_size: int,
                         attention_mask: Optional[jax.Array] = None) -> jax.Array:
@@ -105,9 +105,12 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
 
   Args:
     q: [B, Q, H, Dqk] queries.
-    inputs_kv: [B, K, C] key/value inputs (before projection).
-    project_kv: maps inputs [B, c, C] to (keys [B, c, H, Dqk], values [B, c, H, Dv]);
-      may use Haiku modules constructed outside it.
+    inputs_kv: [B, K, C] key/value inputs (before projection), or a pytree of
+      [B, K, ...] arrays with a `shape` [B, K, C] (e.g. a position.LazyFourierFeatures,
+      expanded by `project_kv` one chunk at a time); every leaf is sliced along K.
+    project_kv: maps inputs [B, c, C] (or the pytree of [B, c, ...] slices) to
+      (keys [B, c, H, Dqk], values [B, c, H, Dv]); may use Haiku modules constructed
+      outside it.
     value_dim: Dv, the per-head value width `project_kv` returns.
     chunk_size: at most this many key positions at a time.
     attention_mask: optional [B, Q, K], truthy where attention is allowed.
@@ -130,7 +133,8 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: jax.Array,
   def step(carry, end):
     running_max, denominator, total = carry  # [B, H, Q], [B, H, Q], [B, H, Q, Dv]
     start = jnp.minimum(end, kv_len) - chunk_size
-    k, v = project_kv(_slice(inputs_kv, start, chunk_size, 1))  # [B, c, H, D*]
+    chunk = jax.tree.map(lambda x: _slice(x, start, chunk_size, 1), inputs_kv)
+    k, v = project_kv(chunk)  # [B, c, H, D*]
     logits = jnp.einsum('bhqd,bkhd->bhqk', q, k) * scale  # [B, H, Q, c]
     fresh = start + jnp.arange(chunk_size) >= end - chunk_size  # [c]
     allowed = fresh[None, None, None, :]

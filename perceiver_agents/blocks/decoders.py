@@ -23,6 +23,7 @@ from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
 from perceiver_agents.blocks.position import build_position_encoding
+from perceiver_agents.blocks.position import materialize
 from perceiver_agents.blocks.position import positions_of_indices
 from perceiver_agents.blocks.position import TrainablePositionEncoding
 
@@ -166,7 +167,8 @@ class BasicDecoder(Decoder):
 
   def __call__(self, query, z, *, is_training, query_mask=None):
     """Maps queries [B, O, E] (or shared [O, E]) and latents [B, M, D] to [B, O, F]
-    (F = E without projection)."""
+    (F = E without projection). `query` may be a position.LazyFourierFeatures:
+    expanded one decode chunk at a time."""
     checks.check_rank(z, 3, name='z')
     if query.ndim not in (2, 3):
       raise ValueError('query must be [B, O, E] or [O, E] (shared by every example), '
@@ -189,8 +191,8 @@ class BasicDecoder(Decoder):
       if chunk['mask'] is not None:
         attention_mask = make_cross_attention_mask(
             chunk['mask'], jnp.ones(z.shape[:2], dtype=bool))  # [B, c, M]
-      output = cross_attend(chunk['query'][0] if shared else chunk['query'], z,
-                            is_training=is_training,
+      queries = chunk['query'][0] if shared else materialize(chunk['query'])
+      output = cross_attend(queries, z, is_training=is_training,
                             attention_mask=attention_mask)  # [B, c, E]
       if project is not None:
         output = project(output)  # [B, c, F]

@@ -1,7 +1,7 @@
 """Position encodings: trainable, Fourier, and a learned projection of either.
 
 Shape letters: B batch, N positions (the product of the index dims), d number of
-index dimensions, K Fourier bands, C channels.
+index dimensions, K Fourier bands, C channels, P Fourier channels.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -49,6 +49,71 @@ def fourier_features(pos: jax.Array, *, num_bands: int,
   if concat_pos:
     features = jnp.concatenate([pos, features], axis=-1)
   return features
+
+
+def num_fourier_channels(num_dims: int, *, num_bands: int, concat_pos: bool = True,
+                         sine_only: bool = False) -> int:
+  """P, the width of `fourier_features` for d = num_dims coordinates."""
+  return num_dims * num_bands * (1 if sine_only else 2) + (num_dims if concat_pos else 0)
+
+
+@jax.tree_util.register_pytree_node_class
+class LazyFourierFeatures:
+  """Rows [B, N, C + P] = features, then Fourier features of positions: kept compact.
+
+  Stands for `concatenate([features, fourier_features(positions).astype(features.dtype)],
+  -1)` but holds only features [B, N, C] and positions [B, N, d] (P = 258 channels of
+  the flow model's 322 become d = 2). `materialize` computes the rows. The expansion is
+  position-wise, so materializing a slice along N gives the same slice of the rows:
+  the chunked consumers (`chunking.map_chunks`, `chunking.attend_in_kv_chunks`, which
+  slice every leaf of a pytree) expand one chunk at a time and [B, N, C + P] is never
+  alive in full. A pytree whose leaves are (features, positions); `shape`, `ndim` and
+  `dtype` describe the materialized rows, so shape checks read it like an array.
+  Made by `FourierPositionEncoding.lazy`; consumers call `materialize(x)`, which
+  passes plain arrays through.
+  """
+
+  def __init__(self, features: jax.Array, positions: jax.Array, *, num_bands: int,
+               max_resolution: Sequence[int], concat_pos: bool, sine_only: bool):
+    # No checks here: jax rebuilds pytrees with placeholder leaves.
+    self.features = features  # [B, N, C]
+    self.positions = positions  # [B, N, d]
+    self._config = dict(num_bands=num_bands, max_resolution=tuple(max_resolution),
+                        concat_pos=concat_pos, sine_only=sine_only)
+
+  @property
+  def shape(self) -> Tuple[int, ...]:
+    """[B, N, C + P], the shape of the materialized rows."""
+    width = num_fourier_channels(
+        len(self._config['max_resolution']), num_bands=self._config['num_bands'],
+        concat_pos=self._config['concat_pos'], sine_only=self._config['sine_only'])
+    return tuple(self.features.shape[:-1]) + (self.features.shape[-1] + width,)
+
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
+  @property
+  def dtype(self):
+    return self.features.dtype
+
+  def materialize(self) -> jax.Array:
+    """The rows [B, N, C + P] (or of a chunk: [B, c, C + P] from [B, c, C], [B, c, d])."""
+    pos_enc = fourier_features(self.positions, **self._config)  # [B, N, P]
+    return jnp.concatenate([self.features, pos_enc.astype(self.features.dtype)],
+                           axis=-1)
+
+  def tree_flatten(self):
+    return (self.features, self.positions), tuple(sorted(self._config.items()))
+
+  @classmethod
+  def tree_unflatten(cls, config, leaves):
+    return cls(*leaves, **dict(config))
+
+
+def materialize(x):
+  """`x` itself, or the rows a `LazyFourierFeatures` stands for ([B, N, C + P])."""
+  return x.materialize() if isinstance(x, LazyFourierFeatures) else x
 
 
 def linear_positions(index_dims: Sequence[int],
@@ -116,20 +181,39 @@ class FourierPositionEncoding(hk.Module):
       raise ValueError(f'max_resolution {self._max_resolution} must have one '
                        f'entry per index dim {self._index_dims}.')
 
-  def __call__(self, batch_size: int,
-               pos: Optional[jax.Array] = None) -> jax.Array:
-    """Returns [B, N, C]; `pos` [B, N, d] overrides the default grid."""
+  def _positions(self, batch_size: int, pos: Optional[jax.Array]) -> jax.Array:
+    """[B, N, d]: `pos`, or the default grid broadcast over the batch."""
     if pos is None:
       pos = linear_positions(self._index_dims)
       pos = jnp.reshape(pos, [1, -1, len(self._index_dims)])
-      pos = jnp.broadcast_to(pos, (batch_size,) + pos.shape[1:])
-    elif pos.shape[-1] != len(self._index_dims):
+      return jnp.broadcast_to(pos, (batch_size,) + pos.shape[1:])
+    if pos.shape[-1] != len(self._index_dims):
       raise ValueError(f'pos has {pos.shape[-1]} coordinates per point, but the '
                        f'encoding has {len(self._index_dims)} index dims.')
-    return fourier_features(pos, num_bands=self._num_bands,
-                            max_resolution=self._max_resolution,
-                            concat_pos=self._concat_pos,
-                            sine_only=self._sine_only)
+    return pos
+
+  def _config(self) -> dict:
+    return dict(num_bands=self._num_bands, max_resolution=self._max_resolution,
+                concat_pos=self._concat_pos, sine_only=self._sine_only)
+
+  def __call__(self, batch_size: int,
+               pos: Optional[jax.Array] = None) -> jax.Array:
+    """Returns [B, N, C]; `pos` [B, N, d] overrides the default grid."""
+    return fourier_features(self._positions(batch_size, pos), **self._config())
+
+  def lazy(self, features: jax.Array,
+           pos: Optional[jax.Array] = None) -> LazyFourierFeatures:
+    """`features` [B, N, C] concatenated with this encoding, [B, N, C + P], unexpanded.
+
+    Materializes to `concatenate([features, self(B, pos).astype(features.dtype)], -1)`
+    exactly (the same operations on the same positions), chunk by chunk if sliced.
+    """
+    checks.check_rank(features, 3, name='features')
+    positions = self._positions(features.shape[0], pos)  # [B, N, d]
+    if positions.shape[:2] != features.shape[:2]:
+      raise ValueError(f'features {tuple(features.shape)} and positions '
+                       f'{tuple(positions.shape)} disagree on [B, N].')
+    return LazyFourierFeatures(features, positions, **self._config())
 
 
 class PositionEncodingProjector(hk.Module):

@@ -156,7 +156,9 @@ class ImagePreprocessor(PositionalPreprocessor):
     'patches': space-to-depth blocks of spatial_downsample^2 (x temporal_downsample)
       pixels, optionally followed by a linear layer (`conv_after_patching`).
     'pixels': raw pixels, subsampled by striding.
-  Then a position encoding over the remaining index dims is concatenated (or added).
+  Then a position encoding over the remaining index dims is concatenated (or added);
+  `lazy_position_features` leaves a Fourier one for the chunked consumers to expand
+  (PositionalPreprocessor).
   """
 
   def __init__(self, *, prep_type: str = 'conv', spatial_downsample: int = 4,
@@ -169,9 +171,11 @@ class ImagePreprocessor(PositionalPreprocessor):
                project_pos_dim: int = -1,
                trainable_position_encoding_kwargs: Optional[dict] = None,
                fourier_position_encoding_kwargs: Optional[dict] = None,
+               lazy_position_features: bool = False,
                name: Optional[str] = None):
     super().__init__(
         position_encoding_type=position_encoding_type,
+        lazy_position_features=lazy_position_features,
         project_pos_dim=project_pos_dim,
         trainable_position_encoding_kwargs=trainable_position_encoding_kwargs,
         fourier_position_encoding_kwargs=fourier_position_encoding_kwargs,
@@ -204,7 +208,10 @@ class ImagePreprocessor(PositionalPreprocessor):
 
   def __call__(self, inputs: jax.Array, *, is_training: bool,
                pos: Optional[jax.Array] = None):
-    """Returns (inputs with positions [B, N, C'], None, inputs without positions)."""
+    """Returns (inputs with positions [B, N, C'], None, inputs without positions).
+
+    With lazy_position_features the first is a position.LazyFourierFeatures.
+    """
     if inputs.ndim not in (4, 5):
       raise ValueError('inputs must have rank 4 [B, H, W, C] or 5 [B, T, H, W, C], '
                        f'got shape {inputs.shape}.')

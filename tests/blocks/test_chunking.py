@@ -1,7 +1,8 @@
 """Memory options of the blocks: chunked decoding (BasicDecoder / FlowDecoder
-`decode_chunk_size`), chunked encoder cross-attention (`cross_attend_chunk_size`) and
-rematerialised latent layers (`remat_latents`). Each must leave the parameter tree and
-the outputs (or gradients) unchanged."""
+`decode_chunk_size`), chunked encoder cross-attention (`cross_attend_chunk_size`),
+rematerialised latent layers (`remat_latents`) and lazily expanded Fourier inputs
+(position.LazyFourierFeatures). Each must leave the parameter tree and the outputs (or
+gradients) unchanged."""
 import pathlib
 import sys
 
@@ -15,6 +16,7 @@ import chex
 from perceiver_agents.blocks import chunking
 from perceiver_agents.blocks import decoders
 from perceiver_agents.blocks import perceiver
+from perceiver_agents.blocks import position
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import helpers  # noqa: E402  (tests/helpers.py)
@@ -106,6 +108,61 @@ def test_encoder_cross_attend_chunked_equals_unchunked(option, chunk):
                              jax.jit(plain.apply)(params, None, inputs, mask),
                              # kv chunks: online softmax, equal up to rounding
                              atol=1e-6 if 'kv' not in option else 1e-5, rtol=1e-5)
+
+
+def _flow_perceiver(inputs, *, decode_chunk_size=None, **encoder_options):
+  """A tiny flow Perceiver (queries = inputs) on [B, 32, C] inputs or lazy ones."""
+  model = perceiver.Perceiver(
+      encoder=perceiver.PerceiverEncoder(**_encoder_kwargs(
+          num_blocks=1, num_cross_attend_heads=1, **encoder_options)),
+      decoder=decoders.FlowDecoder((4, 8), use_query_residual=False,
+                                   decode_chunk_size=decode_chunk_size))
+  return model(inputs, is_training=False)
+
+
+@pytest.mark.parametrize('options', [
+    dict(decode_chunk_size=7),                                  # 5 chunks, overlapping
+    dict(decode_chunk_size=16, cross_attend_kv_chunk_size=5),   # both chunked
+    dict(cross_attend_kv_chunk_size=32),                        # one kv chunk
+    dict(cross_attend_chunk_size=2),       # latents chunked: inputs expanded whole
+    dict()])                               # no chunking: expanded whole
+def test_lazy_fourier_inputs_give_the_eager_outputs(options):
+  """Inputs [B, 32, 5] + 2 + 2*2*3 Fourier channels, expanded per chunk (encoder kv
+  chunks and decoder query chunks) or whole, give the eager inputs' outputs."""
+  features = helpers.rand(B, 32, 5, seed=9)
+  encoding = lambda: position.FourierPositionEncoding(index_dims=(4, 8), num_bands=3)
+  eager = lambda x: jnp.concatenate([x, encoding()(B)], axis=-1)  # [B, 32, 19]
+  # Wrong channel order (Fourier channels first): the check below must tell it apart.
+  swapped = lambda x: jnp.concatenate([encoding()(B), x], axis=-1)
+  plain, params = helpers.init(lambda x: _flow_perceiver(eager(x)), features)
+  lazy = hk.transform(lambda x: _flow_perceiver(encoding().lazy(x), **options))
+  assert _shapes(jax.eval_shape(lazy.init, jax.random.PRNGKey(0), features)) \
+      == _shapes(params)
+  want = jax.jit(plain.apply)(params, None, features)
+  got = jax.jit(lazy.apply)(params, None, features)
+  chex.assert_shape(got, (B, 4, 8, 2))
+  assert np.abs(np.asarray(want)).max() > 1e-3  # not a trivial all-zero output
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  wrong = hk.transform(lambda x: _flow_perceiver(swapped(x))).apply(params, None,
+                                                                    features)
+  assert np.abs(np.asarray(wrong) - np.asarray(want)).max() > 1e-3
+
+
+def test_lazy_fourier_inputs_give_the_eager_gradients():
+  """Training through the lazy expansion: the same gradients, for the parameters and
+  for the features (the leaf a preprocessor's weights would get theirs through)."""
+  features = helpers.rand(B, 32, 5, seed=10)
+  encoding = lambda: position.FourierPositionEncoding(index_dims=(4, 8), num_bands=3)
+  plain, params = helpers.init(lambda x: _flow_perceiver(
+      jnp.concatenate([x, encoding()(B)], axis=-1)), features)
+  lazy = hk.transform(lambda x: _flow_perceiver(
+      encoding().lazy(x), decode_chunk_size=7, cross_attend_kv_chunk_size=5))
+
+  def grads(t):
+    loss = lambda p, x: helpers.random_loss(t.apply(p, None, x))
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, features)
+
+  chex.assert_trees_all_close(grads(lazy), grads(plain), atol=1e-5, rtol=1e-4)
 
 
 def test_remat_latents_same_params_outputs_and_gradients():

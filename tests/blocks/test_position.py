@@ -5,6 +5,7 @@ import sys
 
 import haiku as hk
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
@@ -201,3 +202,54 @@ def test_build_position_encoding_errors(kind, kwargs, match):
   with pytest.raises(ValueError, match=match):
     hk.transform(lambda: position.build_position_encoding(
         kind, index_dims=(4,), **kwargs)).init(None)
+
+
+class LazyFourierFeaturesTest(chex.TestCase):
+  """FourierPositionEncoding.lazy: features [B, N, C] and positions [B, N, d] that
+  materialize, whole or one slice along N at a time, to the eager
+  concatenate([features, encoding]) rows [B, N, C + P]."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+      ('grid', False, True, False), ('given_positions', True, True, False),
+      ('sine_only_no_pos', False, False, True))
+  def test_materializes_to_the_eager_rows(self, given, concat_pos, sine_only):
+    index_dims, c = (3, 4), 5
+    features = helpers.rand(B, 12, c, seed=1)
+    pos = (np.random.RandomState(2).uniform(-1, 1, (B, 12, 2)).astype(np.float32)
+           if given else None)
+    kwargs = dict(index_dims=index_dims, num_bands=3, max_resolution=(6, 10),
+                  concat_pos=concat_pos, sine_only=sine_only)
+
+    def fn(features, pos):
+      encoding = position.FourierPositionEncoding(**kwargs)
+      eager = jnp.concatenate([features, encoding(B, pos)], axis=-1)
+      lazy = encoding.lazy(features, pos=pos)
+      assert lazy.shape == eager.shape and lazy.ndim == 3
+      assert lazy.dtype == eager.dtype
+      # A slice of every leaf (what a chunk is) materializes to the slice of the rows.
+      part = jax.tree.map(lambda x: x[:, 5:9], lazy)
+      return eager, lazy.materialize(), part.materialize()
+
+    eager, lazy, part = self.variant(hk.transform(fn).apply)({}, None, features, pos)
+    np.testing.assert_array_equal(lazy, eager)
+    np.testing.assert_array_equal(part, np.asarray(eager)[:, 5:9])
+    # Channel order: the features, then the published formula's [pos, sin, cos].
+    grid = pos if given else np.broadcast_to(np_grid(index_dims), (B, 12, 2))
+    np.testing.assert_array_equal(np.asarray(lazy)[..., :c], features)
+    np.testing.assert_allclose(
+        np.asarray(lazy)[..., c:],
+        np_fourier(grid, 3, (6, 10), concat_pos=concat_pos, sine_only=sine_only),
+        atol=1e-5)
+
+  def test_is_a_pytree_of_features_and_positions(self):
+    lazy = hk.transform(lambda x: position.FourierPositionEncoding(
+        index_dims=(4,), num_bands=2).lazy(x)).apply({}, None, helpers.rand(B, 4, 3))
+    features, positions = jax.tree.leaves(lazy)
+    chex.assert_shape([features, positions], [(B, 4, 3), (B, 4, 1)])
+    assert lazy.shape == (B, 4, 3 + 1 + 2 * 2)
+    assert position.materialize(features) is features  # arrays pass through
+    with pytest.raises(ValueError, match='disagree'):
+      hk.transform(lambda x: position.FourierPositionEncoding(
+          index_dims=(4,), num_bands=2).lazy(x, pos=np.zeros((B, 5, 1)))).apply(
+              {}, None, helpers.rand(B, 4, 3))

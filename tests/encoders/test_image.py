@@ -10,6 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 import chex
+from perceiver_agents.blocks import position
 from perceiver_agents.encoders import image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -198,7 +199,33 @@ class ImagePreprocessorTest(chex.TestCase):
     helpers.assert_every_leaf_has_gradient(grads)
 
 
+def test_lazy_position_features_materialize_to_the_eager_inputs():
+  """The flow preprocessing (patches of two frames, linear) with lazy Fourier
+  features: same parameters, and the lazy inputs materialize to the eager ones."""
+  x = helpers.rand(B, 2, 4, 6, 27)
+  kwargs = dict(prep_type='patches', spatial_downsample=1, temporal_downsample=2,
+                conv_after_patching=True, num_channels=8)
+  eager, params = helpers.init(preprocess_fn(**kwargs), x)
+  lazy = hk.transform(preprocess_fn(lazy_position_features=True, **kwargs))
+  assert jax.tree.map(np.shape, lazy.init(jax.random.PRNGKey(0), x)) == \
+      jax.tree.map(np.shape, params)
+  want, _, want_without_pos = jax.jit(eager.apply)(params, None, x)
+  got, _, without_pos = jax.jit(lazy.apply)(params, None, x)
+  assert isinstance(got, position.LazyFourierFeatures)
+  assert got.shape == want.shape == (B, 24, 8 + 2 + 2 * 2 * 2)
+  np.testing.assert_array_equal(got.materialize(), want)
+  np.testing.assert_array_equal(without_pos, want_without_pos)
+
+
 @pytest.mark.parametrize('kwargs, match', [
+    (dict(prep_type='pixels', lazy_position_features=True, concat_or_add_pos='add'),
+     'lazy_position_features'),
+    (dict(prep_type='pixels', lazy_position_features=True, project_pos_dim=4),
+     'lazy_position_features'),
+    (dict(prep_type='pixels', lazy_position_features=True,
+          position_encoding_type='trainable',
+          trainable_position_encoding_kwargs=dict(num_channels=4)),
+     'lazy_position_features'),
     (dict(prep_type='fft'), 'prep_type'),
     (dict(position_encoding_type='rotary'), 'position_encoding_type'),
     (dict(concat_or_add_pos='multiply'), 'concat_or_add_pos'),
