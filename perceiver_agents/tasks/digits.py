@@ -38,7 +38,7 @@ IMAGE_SIZE = 8
 
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
-  config.train.steps = 5000
+  config.train.steps = 6000
   config.train.batch_size = 32
   config.train.log_every = 50
   config.eval.every = 1000
