@@ -12,8 +12,8 @@ checkpoints load unchanged. Only the gradients are computed differently (same ma
              and rsqrt op by op.
 
 `broadcast_batch` repeats a shared array (a learned position table, the initial latents)
-over the batch; its backward sums the batch as a product with ones, since XLA:CPU's
-bare reduction over a short leading axis ran 30-50x slower than that.
+over the batch; on CPU its backward sums the batch as a product with ones, since
+XLA:CPU's bare reduction over a short leading axis ran 30-50x slower than that.
 
 Measured with benchmarks/peer.py (9.9M language config, batch 8 x 512, one core):
 gradient 1.21 -> 1.08 s; the training step moved from 0.89x to 1.02x the speed of
@@ -114,8 +114,11 @@ def _broadcast_batch_forward(x, batch_size):
 
 
 def _broadcast_batch_backward(batch_size, _, g):
-  # The cotangent summed over the batch as a [B] x [B, size] product: XLA:CPU's
-  # reduction over a leading axis of 8 ran 30-50x slower (4.3 ms for [8, 512, 256]).
+  if jax.default_backend() != 'cpu':
+    return (jnp.sum(g, axis=0),)
+  # On CPU the cotangent is summed over the batch as a [B] x [B, size] product:
+  # XLA:CPU's reduction over a leading axis of 8 ran 30-50x slower (4.3 ms for
+  # [8, 512, 256]).
   rows = g.reshape(batch_size, -1)
   total = jnp.dot(jnp.ones((batch_size,), g.dtype), rows,
                   precision=jax.lax.Precision.HIGHEST)
