@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
 from perceiver_agents.blocks import chunking
+from perceiver_agents.blocks import cpu_gemm
 from perceiver_agents.blocks import fusion
 from perceiver_agents.blocks import layers
 from perceiver_agents.blocks import masking
@@ -105,7 +106,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
   # on the language model's cross-attention, benchmarks/peer.py).
   q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, Q|K, D]
-  logits = jnp.einsum('bhqd,bhkd->bhqk', q * (1.0 / math.sqrt(qk_dim)), k)
+  # The backward's products (two with a transposed operand) run through OpenBLAS on CPU.
+  logits = cpu_gemm.einsum_fast_backward('bhqd,bhkd->bhqk',
+                                         q * (1.0 / math.sqrt(qk_dim)), k)
   if attention_mask is not None:
     logits = masking.mask_logits(logits, attention_mask[:, None, :, :])
   # softmax(logits) @ v, normalised after the product: the division then runs over
@@ -115,7 +118,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # [B, H, Q, 1]
   if dropout_prob > 0:
     unnormalised = hk.dropout(hk.next_rng_key(), dropout_prob, unnormalised)
-  out = jnp.einsum('bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
+  out = cpu_gemm.einsum_fast_backward(
+      'bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
   return masking.zero_empty_rows(out, attention_mask)
 

@@ -27,6 +27,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from perceiver_agents.blocks import cpu_gemm
+
 LAYER_NORM_EPS = 1e-5
 
 
@@ -44,7 +46,7 @@ def _dense_backward(residuals, g):
   x, w = residuals
   rows_x = x.reshape(-1, x.shape[-1])  # [R, Cin]
   rows_g = g.reshape(-1, g.shape[-1])  # [R, Cout]
-  dw = jax.lax.dot_general(rows_x, rows_g, (((0,), (0,)), ((), ())))  # [Cin, Cout]
+  dw = cpu_gemm.einsum('rk,rn->kn', rows_x, rows_g)  # [Cin, Cout]
   return jnp.dot(g, w.T), dw.astype(w.dtype)
 
 

@@ -1,0 +1,192 @@
+"""Matrix products that XLA:CPU runs slowly, done by OpenBLAS through an XLA FFI call.
+
+Two kinds of product in a Perceiver's backward pass run well below the CPU's matmul peak
+under XLA:CPU (jax 0.10, 2 cores, float32; torch on the same shapes for comparison):
+
+  weight gradients X^T G, [R, Cin] x [R, Cout]          134-163 GFLOP/s (torch 186-192)
+  attention's batched products with a transposed operand  26-55 GFLOP/s (torch 94-144)
+  (dV = P^T dO, dK = dS^T Q on [B, H, Q, K] x [B, H, Q, D])
+
+`einsum` computes the same products with OpenBLAS's SGEMM: 163-193 and 79-130 GFLOP/s
+(benchmarks in BENCHMARKS.md). `einsum_fast_backward` is `jnp.einsum` whose backward
+products go through `einsum`; its forward stays XLA's (fast already, and fusable).
+
+Only products with one contracted index, one free index per operand and at most two batch
+indices take this path, on the CPU backend in float32; everything else, and every other
+backend, is plain `jnp.einsum` (same values up to float32 summation order).
+
+The kernel (cpu_gemm.cc) is compiled on first use with the system C++ compiler ($CXX or
+c++) against jaxlib's FFI headers and the scipy-openblas32 package, and cached in
+$PERCEIVER_AGENTS_CACHE (default ~/.cache/perceiver_agents). Without a compiler, or with
+PERCEIVER_AGENTS_CPU_GEMM=0, `einsum` is `jnp.einsum` (a warning says why, once).
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from typing import Dict, List, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TARGET = 'pa_strided_gemm'
+_SOURCE = pathlib.Path(__file__).with_name('cpu_gemm.cc')
+_INT32_MAX = 2 ** 31 - 1
+
+
+def enabled() -> bool:
+  """Whether `einsum` may use the kernel (CPU backend, not switched off, built)."""
+  return (os.environ.get('PERCEIVER_AGENTS_CPU_GEMM', '1') != '0' and
+          jax.default_backend() == 'cpu' and _load())
+
+
+def _cache_dir() -> pathlib.Path:
+  default = pathlib.Path.home() / '.cache' / 'perceiver_agents'
+  return pathlib.Path(os.environ.get('PERCEIVER_AGENTS_CACHE', default))
+
+
+def _build() -> pathlib.Path:
+  """Compiles cpu_gemm.cc (once per source, jaxlib and OpenBLAS); returns the .so."""
+  import scipy_openblas32  # pylint: disable=g-import-not-at-top
+  compiler = shutil.which(os.environ.get('CXX', 'c++'))
+  if compiler is None:
+    raise RuntimeError('no C++ compiler found ($CXX or c++)')
+  lib_dir = scipy_openblas32.get_lib_dir()
+  command = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
+             '-I', jax.ffi.include_dir(), '-I', scipy_openblas32.get_include_dir(),
+             str(_SOURCE), '-L', lib_dir, '-l' + scipy_openblas32.get_library(),
+             '-Wl,-rpath,' + lib_dir]
+  key = hashlib.sha256('\0'.join(
+      [_SOURCE.read_text(), jax.lib.__version__, scipy_openblas32.__version__]
+      + command).encode()).hexdigest()[:16]
+  target = _cache_dir() / f'cpu_gemm-{key}.so'
+  if not target.exists():
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name, then renamed: concurrent processes never load a
+    # half-written library.
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+      built = pathlib.Path(tmp) / target.name
+      result = subprocess.run(command + ['-o', str(built)], capture_output=True,
+                              text=True, check=False)
+      if result.returncode != 0:
+        raise RuntimeError(f'{" ".join(command)} failed:\n{result.stderr[-2000:]}')
+      os.replace(built, target)
+  return target
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> bool:
+  """Builds, loads and registers the kernel; False (with a warning) if it cannot."""
+  try:
+    library = ctypes.CDLL(str(_build()))
+    library.pa_strided_gemm_init()
+    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.PaStridedGemm),
+                                platform='cpu')
+  except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as e:
+    logging.warning('perceiver_agents.blocks.cpu_gemm: OpenBLAS kernel unavailable, '
+                    'XLA computes every product (%s)', e)
+    return False
+  return True
+
+
+def _row_major_strides(shape: Tuple[int, ...]) -> List[int]:
+  strides, size = [], 1
+  for dim in reversed(shape):
+    strides.insert(0, size)
+    size *= dim
+  return strides
+
+
+def _parse(subscripts: str) -> Tuple[str, str, str, str, str, str, str]:
+  """'bhqk,bhkd->bhqd' -> (x, y, out, batch letters, contracted, x-free, y-free)."""
+  try:
+    inputs, out = subscripts.replace(' ', '').split('->')
+    xs, ys = inputs.split(',')
+  except ValueError:
+    raise ValueError(f'einsum subscripts must read "x,y->out", got {subscripts!r}.')
+  batch = ''.join(c for c in out if c in xs and c in ys)
+  contracted = ''.join(c for c in xs if c in ys and c not in out)
+  x_free = ''.join(c for c in xs if c not in ys)
+  y_free = ''.join(c for c in ys if c not in xs)
+  letters_ok = all(len(set(s)) == len(s) for s in (xs, ys, out))
+  if (not letters_ok or len(batch) > 2 or len(contracted) != 1 or len(x_free) != 1
+      or len(y_free) != 1 or sorted(out) != sorted(batch + x_free + y_free)):
+    raise ValueError(
+        f'cpu_gemm.einsum takes one contracted index, one free index per operand and at '
+        f'most two batch indices, each letter once per operand; got {subscripts!r}.')
+  return xs, ys, out, batch, contracted, x_free, y_free
+
+
+def _gemm_dims(subscripts: str, x: jax.Array, y: jax.Array):
+  """The kernel's operands and 16 dims for `subscripts`, or None if it cannot take them."""
+  xs, ys, out, batch, k, m, n = _parse(subscripts)
+  size: Dict[str, int] = dict(zip(xs, x.shape))
+  size.update(zip(ys, y.shape))
+  out_shape = tuple(size[c] for c in out)
+  if (min(size[k], size[m], size[n]) < 2 or
+      max(x.size, y.size, math.prod(out_shape)) > _INT32_MAX):
+    return None  # size-1 matrix dims have no well-defined leading dimension
+  strides = [dict(zip(letters, _row_major_strides(shape)))
+             for letters, shape in ((xs, x.shape), (ys, y.shape), (out, out_shape))]
+  (a, sa), (b, sb), sc = (x, strides[0]), (y, strides[1]), strides[2]
+  if sc[n] != 1:  # out is [.., n, m]: compute out^T = op(y)^T op(x)^T instead
+    (a, sa), (b, sb), m, n = (y, sb), (x, sa), n, m
+  if sc[n] != 1 or (sa[k] != 1 and sa[m] != 1) or (sb[k] != 1 and sb[n] != 1):
+    return None
+  trans_a, lda = (0, sa[m]) if sa[k] == 1 else (1, sa[k])
+  trans_b, ldb = (0, sb[k]) if sb[n] == 1 else (1, sb[n])
+  outer, inner = ('', '') if not batch else (('', batch) if len(batch) == 1 else batch)
+  batch_dims = [size.get(outer, 1), size.get(inner, 1)]
+  batch_strides = [s.get(c, 0) for s in (sa, sb, sc) for c in (outer, inner)]
+  dims = np.array(batch_dims + [size[m], size[n], size[k], trans_a, trans_b, lda, ldb,
+                                sc[m]] + batch_strides, np.int64)
+  return a, b, out_shape, dims
+
+
+def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
+  """`jnp.einsum(subscripts, x, y)`; through OpenBLAS on CPU in float32 (see module).
+
+  Args:
+    subscripts: 'x,y->out' with one contracted letter, one free letter in each operand
+      and up to two batch letters, e.g. 'bhqk,bhkd->bhqd', 'bqhd,bkhd->bhqk', 'rk,rn->kn'.
+    x, y: the operands, in any layout the letters describe.
+  Returns:
+    The product, shaped as `out`.
+  """
+  if x.dtype == jnp.float32 and y.dtype == jnp.float32 and enabled():
+    plan = _gemm_dims(subscripts, x, y)
+    if plan is not None:
+      a, b, out_shape, dims = plan
+      call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                              vmap_method='sequential')
+      return call(a, b, dims=dims)
+  _parse(subscripts)  # the same errors on every path
+  return jnp.einsum(subscripts, x, y)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def einsum_fast_backward(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
+  """`jnp.einsum(subscripts, x, y)` whose two backward products go through `einsum`."""
+  return jnp.einsum(subscripts, x, y)
+
+
+def _forward(subscripts, x, y):
+  return jnp.einsum(subscripts, x, y), (x, y)
+
+
+def _backward(subscripts, residuals, g):
+  x, y = residuals
+  xs, ys, out, *_ = _parse(subscripts)
+  return (einsum(f'{out},{ys}->{xs}', g, y).astype(x.dtype),
+          einsum(f'{xs},{out}->{ys}', x, g).astype(y.dtype))
+
+
+einsum_fast_backward.defvjp(_forward, _backward)

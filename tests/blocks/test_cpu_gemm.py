@@ -1,0 +1,106 @@
+"""Tests for blocks/cpu_gemm.py: OpenBLAS products against jnp.einsum."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from perceiver_agents.blocks import cpu_gemm
+
+
+def _arrays(*shapes, seed=0):
+  rng = np.random.RandomState(seed)
+  return [jnp.asarray(rng.randn(*s).astype(np.float32)) for s in shapes]
+
+
+# The attention products in both layouts, a weight gradient (zero batch letters, columns
+# split over threads, N not a multiple of the block), an output stored transposed, and
+# one batch letter.
+CASES = [
+    ('bhqd,bhkd->bhqk', (2, 3, 5, 4), (2, 3, 7, 4)),
+    ('bhqk,bhkd->bhqd', (2, 3, 5, 7), (2, 3, 7, 4)),
+    ('bhqk,bhqd->bhkd', (2, 3, 5, 7), (2, 3, 5, 4)),
+    ('bqhd,bkhd->bhqk', (2, 5, 3, 4), (2, 7, 3, 4)),
+    ('bhqk,bkhd->bqhd', (2, 3, 5, 7), (2, 7, 3, 4)),
+    ('bhqk,bqhd->bkhd', (2, 3, 5, 7), (2, 5, 3, 4)),
+    ('rk,rn->kn', (9, 6), (9, 130)),
+    ('rk,rn->nk', (9, 6), (9, 130)),
+    ('bqk,bkd->bqd', (2, 5, 7), (2, 7, 200)),
+]
+
+
+def test_kernel_builds_here():
+  # The suite runs on CPU with a compiler: the fast path must be the one tested below.
+  assert jax.default_backend() == 'cpu'
+  assert cpu_gemm.enabled()
+
+
+@pytest.mark.parametrize('subscripts,x_shape,y_shape', CASES)
+def test_einsum_matches_jnp(subscripts, x_shape, y_shape):
+  x, y = _arrays(x_shape, y_shape)
+  assert cpu_gemm._gemm_dims(subscripts, x, y) is not None  # the kernel takes it
+  got = jax.jit(lambda x, y: cpu_gemm.einsum(subscripts, x, y))(x, y)
+  np.testing.assert_allclose(got, jnp.einsum(subscripts, x, y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('subscripts,x_shape,y_shape', CASES[:6])
+def test_fast_backward_gradients_match_jnp(subscripts, x_shape, y_shape):
+  x, y = _arrays(x_shape, y_shape, seed=1)
+
+  def loss(fn):
+    return lambda x, y: jnp.sum(jnp.sin(fn(subscripts, x, y)))
+
+  got = jax.jit(jax.grad(loss(cpu_gemm.einsum_fast_backward), (0, 1)))(x, y)
+  want = jax.grad(loss(jnp.einsum), (0, 1))(x, y)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(cpu_gemm.einsum_fast_backward(subscripts, x, y),
+                                jnp.einsum(subscripts, x, y))  # forward is XLA's
+
+
+def test_vmap_runs_each_product():
+  x, y = _arrays((4, 2, 5, 3, 4), (4, 2, 7, 3, 4))
+  got = jax.vmap(lambda x, y: cpu_gemm.einsum('bqhd,bkhd->bhqk', x, y))(x, y)
+  np.testing.assert_allclose(got, jnp.einsum('zbqhd,zbkhd->zbhqk', x, y),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_falls_back_to_xla():
+  x, y = _arrays((2, 1, 4), (2, 4, 3))  # a size-1 matrix dimension
+  assert cpu_gemm._gemm_dims('bqk,bkd->bqd', x, y) is None
+  np.testing.assert_allclose(cpu_gemm.einsum('bqk,bkd->bqd', x, y),
+                             jnp.einsum('bqk,bkd->bqd', x, y), rtol=1e-6)
+  xb, yb = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)  # not float32
+  assert cpu_gemm.einsum('bqk,bkd->bqd', xb, yb).dtype == jnp.bfloat16
+
+
+def test_switched_off_by_environment(monkeypatch):
+  monkeypatch.setenv('PERCEIVER_AGENTS_CPU_GEMM', '0')
+  assert not cpu_gemm.enabled()
+  x, y = _arrays((2, 3, 5, 4), (2, 3, 7, 4))
+  hlo = jax.jit(lambda x, y: cpu_gemm.einsum('bhqd,bhkd->bhqk', x, y)).lower(x, y)
+  assert 'pa_strided_gemm' not in hlo.as_text()
+
+
+@pytest.mark.parametrize('subscripts', ['bqk,bkd', 'bqk,bkd->bq', 'bqkk,bkd->bqd',
+                                        'hqd,bkhd->bhqk', 'abcqk,abckd->abcqd'])
+def test_unsupported_subscripts_raise(subscripts):
+  x, y = _arrays((2, 3, 4), (2, 4, 5))
+  with pytest.raises(ValueError, match='subscripts|contracted'):
+    cpu_gemm.einsum(subscripts, x, y)
+
+
+def test_build_failure_warns_and_falls_back(monkeypatch, caplog):
+  def fail():
+    raise RuntimeError('no C++ compiler found ($CXX or c++)')
+
+  monkeypatch.setattr(cpu_gemm, '_build', fail)
+  cpu_gemm._load.cache_clear()
+  try:
+    assert not cpu_gemm.enabled()
+    assert 'no C++ compiler' in caplog.text
+    x, y = _arrays((2, 3, 5, 4), (2, 3, 7, 4))
+    np.testing.assert_allclose(cpu_gemm.einsum('bhqd,bhkd->bhqk', x, y),
+                               jnp.einsum('bhqd,bhkd->bhqk', x, y), rtol=1e-6)
+  finally:
+    cpu_gemm._load.cache_clear()
