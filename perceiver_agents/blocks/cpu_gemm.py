@@ -21,6 +21,7 @@ $PERCEIVER_AGENTS_CACHE (default ~/.cache/perceiver_agents). Without a compiler,
 PERCEIVER_AGENTS_CPU_GEMM=0, `einsum` is `jnp.einsum` (a warning says why, once).
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -31,7 +32,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +41,28 @@ import numpy as np
 _TARGET = 'pa_strided_gemm'
 _SOURCE = pathlib.Path(__file__).with_name('cpu_gemm.cc')
 _INT32_MAX = 2 ** 31 - 1
+_SWITCH = 'PERCEIVER_AGENTS_CPU_GEMM'
 
 
 def enabled() -> bool:
   """Whether `einsum` may use the kernel (CPU backend, not switched off, built)."""
-  return (os.environ.get('PERCEIVER_AGENTS_CPU_GEMM', '1') != '0' and
-          jax.default_backend() == 'cpu' and _load())
+  return (os.environ.get(_SWITCH, '1') != '0' and jax.default_backend() == 'cpu' and
+          _load())
+
+
+@contextlib.contextmanager
+def xla_only() -> Iterator[None]:
+  """Functions traced inside use XLA's products only (e.g. for XLA's cost analysis,
+  which does not count the FLOPs of custom calls)."""
+  previous = os.environ.get(_SWITCH)
+  os.environ[_SWITCH] = '0'
+  try:
+    yield
+  finally:
+    if previous is None:
+      del os.environ[_SWITCH]
+    else:
+      os.environ[_SWITCH] = previous
 
 
 def _cache_dir() -> pathlib.Path:

@@ -104,3 +104,13 @@ def test_build_failure_warns_and_falls_back(monkeypatch, caplog):
                                jnp.einsum('bhqd,bhkd->bhqk', x, y), rtol=1e-6)
   finally:
     cpu_gemm._load.cache_clear()
+
+
+def test_xla_only_context_restores_the_switch(monkeypatch):
+  monkeypatch.delenv('PERCEIVER_AGENTS_CPU_GEMM', raising=False)
+  x, y = _arrays((2, 3, 5, 4), (2, 3, 7, 4))
+  lower = lambda: jax.jit(lambda x, y: cpu_gemm.einsum('bhqd,bhkd->bhqk', x, y)).lower(
+      x, y).as_text()
+  with cpu_gemm.xla_only():
+    assert 'pa_strided_gemm' not in lower()
+  assert 'pa_strided_gemm' in lower()
