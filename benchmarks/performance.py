@@ -13,6 +13,9 @@ section's memory does not weigh on the next):
              XLA's FLOPs and model FLOP utilisation over the measured matmul peak (peer.py).
   attention  jax.nn.dot_product_attention vs the XLA matmul path (attention_kernels.py).
   memory     chunked decoding and remat, peak memory before/after (memory.py; CPU).
+  cpu_gemm   XLA:CPU's weight-gradient and attention-backward products against the
+             OpenBLAS kernel that replaces them, and the train step with / without it
+             (cpu_gemm.py; CPU).
 
 Each section's table goes to benchmarks/results/performance_<platform>_<n>_<section>.md
 (platform cpu or gpu); BENCHMARKS.md's performance section (between the markers below) is
@@ -59,6 +62,9 @@ SECTIONS = {
         'Attention kernel: jax.nn.dot_product_attention vs XLA matmuls'),
     'memory': Section('memory.py', [], None, None,  # Writes results/memory.json.
                       'Memory at scale: chunked decoding and remat'),
+    'cpu_gemm': Section('cpu_gemm.py', ['--repeats', '30'], None, None,
+                        "XLA:CPU's backward products vs the OpenBLAS kernel "
+                        '(blocks/cpu_gemm.py)'),
 }
 
 

@@ -4,9 +4,10 @@ Drop-in subclasses of `hk.Linear` and `hk.LayerNorm`: same module names, paramet
 names, shapes, initialisers and creation order, and the same forward values, so released
 checkpoints load unchanged. Only the gradients are computed differently (same maths):
 
-  Linear     dW = X^T G as one 2-D dot over all rows [R, Cin] x [R, Cout], dX = G W^T.
-             Through autodiff of `jnp.dot`, XLA:CPU re-derived X inside the backward
-             and fed both operands to the weight-gradient dot in transposed layouts.
+  Linear     dW = X^T G as one 2-D product over all rows [R, Cin] x [R, Cout] (on CPU
+             through OpenBLAS, blocks/cpu_gemm.py), dX = G W^T. Through autodiff of
+             `jnp.dot`, XLA:CPU re-derived X inside the backward and fed both operands
+             to the weight-gradient dot in transposed layouts.
   LayerNorm  dX = rstd * (G s - mean(G s) - x_hat * mean(G s * x_hat)) from the saved
              normalised input x_hat and 1/std, instead of differentiating mean, variance
              and rsqrt op by op.

@@ -1,0 +1,127 @@
+"""XLA:CPU's products against blocks/cpu_gemm.py's OpenBLAS kernel, side by side.
+
+    .venv/bin/python benchmarks/cpu_gemm.py [--repeats 30] [--steps language_small]
+        [--step_repeats 10]
+
+Rows 1-2: the backward products the kernel takes over, on the language_small shapes of
+benchmarks/peer.py: the weight gradients X^T G of its dense layers and the attention's
+backward products (dV = P^T dO, dK = dS^T Q with a transposed operand; dP = dO V^T,
+dQ = dS K), each timed as XLA's `jnp.einsum`, as `cpu_gemm.einsum`, and as torch (when
+installed) on the same arrays; medians of --repeats calls, alternating.
+Last rows: whole training steps (benchmarks/peer.py's, forward + backward + AdamW)
+compiled twice in one process, with the kernel and with XLA only, called alternately
+--step_repeats times: the ratio is the kernel's effect on the step.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
+
+# (what, subscripts, x shape, y shape): language_small, batch 8 x 512 bytes, 128 x 512
+# latents, 8 heads (encoder cross-attention D = 32 / Dv = 64, latent self-attention 64).
+PRODUCTS = [
+    ('weight gradient, latent dense', 'rk,rn->kn', (1024, 512), (1024, 512)),
+    ('weight gradient, input dense', 'rk,rn->kn', (4096, 256), (4096, 512)),
+    ('self-attention dV = P^T dO', 'bhqk,bhqd->bhkd', (8, 8, 128, 128), (8, 8, 128, 64)),
+    ('self-attention dP = dO V^T', 'bhqd,bhkd->bhqk', (8, 8, 128, 64), (8, 8, 128, 64)),
+    ('cross-attention dV = P^T dO', 'bhqk,bhqd->bhkd', (8, 8, 128, 512), (8, 8, 128, 64)),
+    ('cross-attention dK = dS^T Q', 'bhqk,bhqd->bhkd', (8, 8, 128, 512), (8, 8, 128, 32)),
+    ('cross-attention dQ = dS K', 'bhqk,bhkd->bhqd', (8, 8, 128, 512), (8, 8, 512, 32)),
+    ('decoder dP = dO V^T', 'bhqd,bhkd->bhqk', (8, 8, 512, 32), (8, 8, 128, 32)),
+]
+
+
+def _medians(fns, repeats):
+  """Median seconds of each zero-argument function, called alternately."""
+  for f in fns:
+    f()
+  times = [[] for _ in fns]
+  for _ in range(repeats):
+    for f, t in zip(fns, times):
+      start = time.perf_counter()
+      f()
+      t.append(time.perf_counter() - start)
+  return [statistics.median(t) for t in times]
+
+
+def _flops(subscripts, x_shape, y_shape):
+  xs, ys = subscripts.split('->')[0].split(',')
+  size = dict(zip(xs, x_shape))
+  size.update(zip(ys, y_shape))
+  return 2.0 * np.prod([float(v) for v in size.values()])
+
+
+def products(repeats):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    torch = None
+  rows = []
+  rng = np.random.RandomState(0)
+  for what, subscripts, x_shape, y_shape in PRODUCTS:
+    x = rng.randn(*x_shape).astype(np.float32)
+    y = rng.randn(*y_shape).astype(np.float32)
+    jx, jy = jnp.asarray(x), jnp.asarray(y)
+    xla = jax.jit(lambda a, b, s=subscripts: jnp.einsum(s, a, b))
+    kernel = jax.jit(lambda a, b, s=subscripts: cpu_gemm.einsum(s, a, b))
+    diff = float(jnp.max(jnp.abs(xla(jx, jy) - kernel(jx, jy))))
+    fns = [lambda: xla(jx, jy).block_until_ready(),
+           lambda: kernel(jx, jy).block_until_ready()]
+    if torch is not None:
+      tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+      fns.append(lambda s=subscripts: torch.einsum(s, tx, ty))
+    times = _medians(fns, repeats)
+    gflop = _flops(subscripts, x_shape, y_shape) / 1e9
+    rate = [f'{t * 1e3:.2f} ms ({gflop / t:.0f} GFLOP/s)' for t in times]
+    rows.append((what, f'`{subscripts}` {list(x_shape)} x {list(y_shape)}', rate[0],
+                 rate[1], f'{times[0] / times[1]:.2f}x',
+                 rate[2] if torch is not None else '-', f'{diff:.1e}'))
+  return rows
+
+
+def steps(configs, repeats):
+  import peer  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name in configs:
+    with cpu_gemm.xla_only():
+      _, xla_step, _, _ = peer.jax_functions(peer.CONFIGS[name])
+    _, kernel_step, _, _ = peer.jax_functions(peer.CONFIGS[name])
+    times = _medians([xla_step, kernel_step], repeats)
+    rows.append((f'{name} train step', 'benchmarks/peer.py, AdamW',
+                 f'{times[0]:.3f} s', f'{times[1]:.3f} s',
+                 f'{times[0] / times[1]:.2f}x', '-', '-'))
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--repeats', type=int, default=30)
+  parser.add_argument('--steps', nargs='*', default=['language_small'])
+  parser.add_argument('--step_repeats', type=int, default=10)
+  args = parser.parse_args()
+  if not cpu_gemm.enabled():
+    sys.exit('cpu_gemm: the OpenBLAS kernel is not available here (see the warning).')
+  rows = products(args.repeats) + steps(args.steps, args.step_repeats)
+  print(f'device: cpu, {os.cpu_count()} cores\n')
+  print('| product | subscripts, shapes | XLA | OpenBLAS kernel | speed-up | torch | '
+        'max abs diff |')
+  print('|---|---|---|---|---|---|---|')
+  for row in rows:
+    print('| ' + ' | '.join(row) + ' |')
+
+
+if __name__ == '__main__':
+  main()
