@@ -6,8 +6,8 @@
 Rows 1-2: the backward products the kernel takes over, on the language_small shapes of
 benchmarks/peer.py: the weight gradients X^T G of its dense layers and the attention's
 backward products (dV = P^T dO, dK = dS^T Q with a transposed operand; dP = dO V^T,
-dQ = dS K), each timed as XLA's `jnp.einsum`, as `cpu_gemm.einsum`, and as torch (when
-installed) on the same arrays; medians of --repeats calls, alternating.
+dQ = dS K), each timed as XLA's `jnp.einsum` and as `cpu_gemm.einsum` (alternating), and
+afterwards as torch (when installed) on the same arrays; medians of --repeats calls.
 Last rows: whole training steps (benchmarks/peer.py's, forward + backward + AdamW)
 compiled twice in one process, with the kernel and with XLA only, called alternately
 --step_repeats times: the ratio is the kernel's effect on the step.
@@ -65,30 +65,34 @@ def _flops(subscripts, x_shape, y_shape):
 
 
 def products(repeats):
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    torch = None
-  rows = []
+  """Rows for PRODUCTS. torch runs after every JAX timing: its idle OpenMP threads spin
+  for a while after each call and slowed whatever ran next (XLA and the kernel alike)."""
   rng = np.random.RandomState(0)
-  for what, subscripts, x_shape, y_shape in PRODUCTS:
+  arrays, jax_times, diffs = [], [], []
+  for _, subscripts, x_shape, y_shape in PRODUCTS:
     x = rng.randn(*x_shape).astype(np.float32)
     y = rng.randn(*y_shape).astype(np.float32)
     jx, jy = jnp.asarray(x), jnp.asarray(y)
     xla = jax.jit(lambda a, b, s=subscripts: jnp.einsum(s, a, b))
     kernel = jax.jit(lambda a, b, s=subscripts: cpu_gemm.einsum(s, a, b))
-    diff = float(jnp.max(jnp.abs(xla(jx, jy) - kernel(jx, jy))))
-    fns = [lambda: xla(jx, jy).block_until_ready(),
-           lambda: kernel(jx, jy).block_until_ready()]
-    if torch is not None:
-      tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-      fns.append(lambda s=subscripts: torch.einsum(s, tx, ty))
-    times = _medians(fns, repeats)
+    diffs.append(float(jnp.max(jnp.abs(xla(jx, jy) - kernel(jx, jy)))))
+    jax_times.append(_medians([lambda: xla(jx, jy).block_until_ready(),
+                               lambda: kernel(jx, jy).block_until_ready()], repeats))
+    arrays.append((x, y))
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch_times = [_medians([lambda s=s, x=torch.from_numpy(x), y=torch.from_numpy(y):
+                             torch.einsum(s, x, y)], repeats)[0]
+                   for (_, s, _, _), (x, y) in zip(PRODUCTS, arrays)]
+  except ImportError:
+    torch_times = [None] * len(PRODUCTS)
+  rows = []
+  for (what, subscripts, x_shape, y_shape), (xla_t, kernel_t), torch_t, diff in zip(
+      PRODUCTS, jax_times, torch_times, diffs):
     gflop = _flops(subscripts, x_shape, y_shape) / 1e9
-    rate = [f'{t * 1e3:.2f} ms ({gflop / t:.0f} GFLOP/s)' for t in times]
-    rows.append((what, f'`{subscripts}` {list(x_shape)} x {list(y_shape)}', rate[0],
-                 rate[1], f'{times[0] / times[1]:.2f}x',
-                 rate[2] if torch is not None else '-', f'{diff:.1e}'))
+    rate = lambda t: '-' if t is None else f'{t * 1e3:.2f} ms ({gflop / t:.0f} GFLOP/s)'
+    rows.append((what, f'`{subscripts}` {list(x_shape)} x {list(y_shape)}', rate(xla_t),
+                 rate(kernel_t), f'{xla_t / kernel_t:.2f}x', rate(torch_t), f'{diff:.1e}'))
   return rows
 
 
@@ -114,7 +118,8 @@ def main():
   args = parser.parse_args()
   if not cpu_gemm.enabled():
     sys.exit('cpu_gemm: the OpenBLAS kernel is not available here (see the warning).')
-  rows = products(args.repeats) + steps(args.steps, args.step_repeats)
+  step_rows = steps(args.steps, args.step_repeats)  # before torch is imported
+  rows = products(args.repeats) + step_rows
   print(f'device: cpu, {os.cpu_count()} cores\n')
   print('| product | subscripts, shapes | XLA | OpenBLAS kernel | speed-up | torch | '
         'max abs diff |')

@@ -1,15 +1,19 @@
 """Matrix products that XLA:CPU runs slowly, done by OpenBLAS through an XLA FFI call.
 
 Two kinds of product in a Perceiver's backward pass run well below the CPU's matmul peak
-under XLA:CPU (jax 0.10, 2 cores, float32; torch on the same shapes for comparison):
+(~210 GFLOP/s here) under XLA:CPU (jax 0.10, 2 cores, float32, language_small shapes of
+benchmarks/peer.py; `benchmarks/cpu_gemm.py`, table in BENCHMARKS.md):
 
-  weight gradients X^T G, [R, Cin] x [R, Cout]          134-163 GFLOP/s (torch 186-192)
-  attention's batched products with a transposed operand  26-55 GFLOP/s (torch 94-144)
-  (dV = P^T dO, dK = dS^T Q on [B, H, Q, K] x [B, H, Q, D])
+                                           XLA        this kernel   torch 2.13
+  weight gradients X^T G [R, Cin] x [R, Cout]  135-141     150-174     174-181 GFLOP/s
+  attention's batched backward products        30-73       63-99       93-153 GFLOP/s
+  (dV = P^T dO and dK = dS^T Q have a transposed operand: XLA 30-57)
 
-`einsum` computes the same products with OpenBLAS's SGEMM: 163-193 and 79-130 GFLOP/s
-(benchmarks in BENCHMARKS.md). `einsum_fast_backward` is `jnp.einsum` whose backward
-products go through `einsum`; its forward stays XLA's (fast already, and fusable).
+`einsum` computes such products with OpenBLAS's SGEMM, one matrix (or column block) per
+XLA thread. `einsum_fast_backward` is `jnp.einsum` whose backward products go through
+`einsum`; its forward stays XLA's (as fast there, and fusable: routing it through the
+kernel made the forward 5% slower). Train step, same process, kernel on vs off:
+language_small 1.01-1.05x, the published 201M language model 1.04x.
 
 Only products with one contracted index, one free index per operand and at most two batch
 indices take this path, on the CPU backend in float32; everything else, and every other
