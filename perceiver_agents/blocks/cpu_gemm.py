@@ -17,7 +17,8 @@ language_small 1.01-1.05x, the published 201M language model 1.04x.
 
 Only products with one contracted index, one free index per operand and at most two batch
 indices take this path, on the CPU backend in float32; everything else, and every other
-backend, is plain `jnp.einsum` (same values up to float32 summation order).
+backend (and a process with several devices, whose computations may be partitioned), is
+plain `jnp.einsum` (same values up to float32 summation order).
 
 The kernel (cpu_gemm.cc) is compiled on first use with the system C++ compiler ($CXX or
 c++) against jaxlib's FFI headers and the scipy-openblas32 package, and cached in
@@ -49,9 +50,13 @@ _SWITCH = 'PERCEIVER_AGENTS_CPU_GEMM'
 
 
 def enabled() -> bool:
-  """Whether `einsum` may use the kernel (CPU backend, not switched off, built)."""
+  """Whether `einsum` may use the kernel: one CPU device, not switched off, built.
+
+  With several devices the computation may be partitioned, and the custom call has no
+  sharding rule (XLA would gather its operands onto every device): XLA keeps those.
+  """
   return (os.environ.get(_SWITCH, '1') != '0' and jax.default_backend() == 'cpu' and
-          _load())
+          jax.device_count() == 1 and _load())
 
 
 @contextlib.contextmanager

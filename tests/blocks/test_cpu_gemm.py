@@ -1,5 +1,9 @@
 """Tests for blocks/cpu_gemm.py: OpenBLAS products against jnp.einsum."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +118,14 @@ def test_xla_only_context_restores_the_switch(monkeypatch):
   with cpu_gemm.xla_only():
     assert 'pa_strided_gemm' not in lower()
   assert 'pa_strided_gemm' in lower()
+
+
+def test_several_devices_keep_xla():
+  # The custom call has no sharding rule: with several devices XLA computes the products.
+  code = ('import jax; from perceiver_agents.blocks import cpu_gemm; '
+          'assert jax.device_count() == 2; assert not cpu_gemm.enabled(); print("ok")')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                        text=True, check=False, timeout=120)
+  assert done.returncode == 0 and 'ok' in done.stdout, done.stderr[-2000:]
