@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
+import peer  # pylint: disable=g-import-not-at-top
 from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
 
 # (what, subscripts, x shape, y shape): language_small, batch 8 x 512 bytes, 128 x 512
@@ -45,16 +45,9 @@ PRODUCTS = [
 
 
 def _medians(fns, repeats):
-  """Median seconds of each zero-argument function, called alternately."""
-  for f in fns:
-    f()
-  times = [[] for _ in fns]
-  for _ in range(repeats):
-    for f, t in zip(fns, times):
-      start = time.perf_counter()
-      f()
-      t.append(time.perf_counter() - start)
-  return [statistics.median(t) for t in times]
+  """Median seconds of each zero-argument function, called in turn (peer.alternate)."""
+  times = peer.alternate(dict(enumerate(fns)), repeats)
+  return [statistics.median(times[i]) for i in range(len(fns))]
 
 
 def _flops(subscripts, x_shape, y_shape):
@@ -97,7 +90,6 @@ def products(repeats):
 
 
 def steps(configs, repeats):
-  import peer  # pylint: disable=g-import-not-at-top
   rows = []
   for name in configs:
     with cpu_gemm.xla_only():

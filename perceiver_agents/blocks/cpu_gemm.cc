@@ -26,6 +26,7 @@ struct Dims {
   int64_t nb, nh, m, n, k, trans_a, trans_b, lda, ldb, ldc;
   int64_t a_b, a_h, b_b, b_h, c_b, c_h;  // element strides of the two batch indices
 };
+static_assert(sizeof(Dims) == 16 * sizeof(int64_t), "Dims is filled from 16 int64s");
 
 struct Job {
   Dims d;

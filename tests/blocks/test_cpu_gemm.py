@@ -129,3 +129,13 @@ def test_several_devices_keep_xla():
   done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                         text=True, check=False, timeout=120)
   assert done.returncode == 0 and 'ok' in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize('x_shape,y_shape,match', [
+    ((2, 3, 5, 4), (2, 3, 7, 6), "index 'd' is 4 in x"),
+    ((2, 3, 5), (2, 3, 7, 4), 'do not have ranks 4 and 4'),
+])
+def test_mismatched_operands_raise(x_shape, y_shape, match):
+  x, y = _arrays(x_shape, y_shape)
+  with pytest.raises(ValueError, match=match):
+    cpu_gemm.einsum('bhqd,bhkd->bhqk', x, y)
