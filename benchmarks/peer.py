@@ -16,12 +16,14 @@ calls, so that both see the same machine load; medians over all calls are report
 
 Each process also measures its framework's float32 matmul peak ([M, K] @ [K, N] with
 M = N = K = 2048, 8192 on a GPU; best of several, before and after), and the JAX process
-the model FLOPs per step from XLA's cost analysis of the compiled functions; model FLOP
-utilisation = FLOPs / time / that framework's peak. Both frameworks' MFU use this
+the model FLOPs per step from XLA's cost analysis of the lowered functions (the same
+count on every platform: see model_flops); model FLOP utilisation = FLOPs / time / that
+framework's peak. Both frameworks' MFU use this
 library's count: HF projects queries shared by the batch (latents, the decoder's grid)
 once per example, so its own count is higher (76.9 vs 74.7 GFLOP per language_small
 step) and its MFU is understated by that ratio. Prints a markdown table and writes
---json.
+--json after each configuration; `--table_from JSON...` prints the table of saved
+results (e.g. a GPU run's, copied here).
 
 Configurations ('full' variants are the released model sizes, slow on a CPU):
   language_small  9M params: 512 bytes, d_model 256, 128 x 512 latents, 6 self-attends,
@@ -109,8 +111,8 @@ def jax_model(cfg: dict):
   return apply, params, state, inputs, labels
 
 
-def jax_functions(cfg: dict):
-  """Compiled forward and train step, their arguments, and XLA's FLOPs per call."""
+def jax_step_functions(cfg: dict):
+  """Forward and train step (uncompiled), with their arguments and parameter count."""
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
@@ -132,22 +134,41 @@ def jax_functions(cfg: dict):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, state, loss
 
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  return ((forward, (params, state, inputs)),
+          (train_step, (params, opt_state, state, inputs, labels)), num_params)
+
+
+def model_flops(forward, train_step) -> dict:
+  """XLA's FLOPs per call of the (function, arguments) pairs, the same on every platform.
+
+  Counted on the lowered (unoptimised) module, traced with XLA's products only: a
+  compiled module hides products in custom calls the count skips (cuBLAS on a GPU,
+  where it saw 14 of the 25 GFLOP of language_small's forward; blocks/cpu_gemm.py on
+  a CPU). On a CPU the lowered and compiled counts agree within 0.1%.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
   from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
-
-  def compile_both():
-    return (jax.jit(forward).lower(params, state, inputs).compile(),
-            jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
-                params, opt_state, state, inputs, labels).compile())
-
-  # XLA's cost analysis does not count inside custom calls: the FLOPs are those of the
-  # same functions compiled with XLA's products only (blocks/cpu_gemm.py; same maths).
-  # Where the kernel is not used (e.g. on a GPU) that compile is also the timed one.
+  flops = {}
   with cpu_gemm.xla_only():
-    fwd, step = compile_both()
-  flops = {'forward': _flops(fwd), 'train_step': _flops(step)}
-  if cpu_gemm.enabled():
-    fwd, step = compile_both()
-  carry = {'params': params, 'opt_state': opt_state, 'state': state}
+    for name, (fn, args) in (('forward', forward), ('train_step', train_step)):
+      analysis = jax.jit(fn).lower(*args).cost_analysis()
+      if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+      flops[name] = float(analysis['flops'])
+  return flops
+
+
+def jax_functions(cfg: dict):
+  """Compiled forward and train step as no-argument calls, XLA's FLOPs per call, and
+  the parameter count."""
+  import jax  # pylint: disable=g-import-not-at-top
+  (forward, forward_args), (train_step, step_args), num_params = jax_step_functions(cfg)
+  flops = model_flops((forward, forward_args), (train_step, step_args))
+  fwd = jax.jit(forward).lower(*forward_args).compile()
+  step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*step_args).compile()
+  carry = dict(zip(('params', 'opt_state', 'state'), step_args[:3]))
+  inputs, labels = step_args[3:]
 
   def run_forward():
     jax.block_until_ready(fwd(carry['params'], carry['state'], inputs))
@@ -157,15 +178,7 @@ def jax_functions(cfg: dict):
     jax.block_until_ready(out)
     carry['params'], carry['opt_state'], carry['state'], _ = out
 
-  num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
   return run_forward, run_step, flops, num_params
-
-
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis['flops'])
 
 
 # -------------------------------------------------------------------- PyTorch side.
@@ -314,11 +327,13 @@ def measure(name: str, repeats: int, rounds: int = 2) -> dict:
   runs = {'jax': [], 'torch': []}
   for _ in range(rounds):
     for framework in runs:
+      env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+          [REPO, os.environ.get('PYTHONPATH', '')]))
+      if framework == 'torch':  # JAX only names the device there: no GPU memory grab.
+        env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
       done = subprocess.run(
           [sys.executable, __file__, '--child', framework, name,
-           '--repeats', str(repeats)], capture_output=True, text=True,
-          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-              [REPO, os.environ.get('PYTHONPATH', '')])))
+           '--repeats', str(repeats)], capture_output=True, text=True, env=env)
       if done.returncode != 0:
         raise RuntimeError(f'{framework} on {name} failed:\n{done.stderr[-2000:]}')
       runs[framework].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -328,17 +343,29 @@ def measure(name: str, repeats: int, rounds: int = 2) -> dict:
     for what in ('forward', 'train_step'):
       times[f'{framework}_{what}'] = statistics.median(
           t for r in results for t in r['seconds'][what])
-  flops = {k: v * 1e9 for k, v in runs['jax'][0]['gflops_per_call'].items()}
   result = dict(config=name, device=runs['jax'][0]['device'],
                 jax_params=runs['jax'][0]['params'],
                 torch_params=runs['torch'][0]['params'], seconds=times,
-                gflops_per_call=runs['jax'][0]['gflops_per_call'],
                 matmul_peak_gflops=peak, rounds=rounds, repeats=repeats)
-  result['mfu'] = {  # Model FLOPs (XLA's count) over each framework's time and peak.
-      f'{fw}_{what}': flops[key] / times[f'{fw}_{what}'] / 1e9 / peak[fw]
-      for fw in ('jax', 'torch')
-      for what, key in (('forward', 'forward'), ('train_step', 'train_step'))}
-  return result
+  return with_flops(result, {k: v * 1e9 for k, v in
+                             runs['jax'][0]['gflops_per_call'].items()})
+
+
+def with_flops(result: dict, flops: dict) -> dict:
+  """`result` with XLA's FLOPs per call and the MFU they give: model FLOPs over each
+  framework's time and matmul peak."""
+  times, peak = result['seconds'], result['matmul_peak_gflops']
+  return dict(result, gflops_per_call={k: v / 1e9 for k, v in flops.items()}, mfu={
+      f'{fw}_{what}': flops[what] / times[f'{fw}_{what}'] / 1e9 / peak[fw]
+      for fw in ('jax', 'torch') for what in ('forward', 'train_step')})
+
+
+def _time(seconds: float) -> str:
+  return f'{seconds:.2f} s' if seconds >= 1 else f'{seconds * 1e3:.3g} ms'
+
+
+def _rate(gflops: float) -> str:
+  return f'{gflops / 1e3:.0f} TFLOP/s' if gflops >= 1e4 else f'{gflops:.0f} GFLOP/s'
 
 
 def table(results) -> str:
@@ -351,14 +378,14 @@ def table(results) -> str:
     s, m, p = r['seconds'], r['mfu'], r['matmul_peak_gflops']
     lines.append(
         f"| {r['config']} | {r['jax_params'] / 1e6:.1f}M / "
-        f"{r['torch_params'] / 1e6:.1f}M | {s['jax_forward']:.3f} / "
-        f"{s['torch_forward']:.3f} s | {s['jax_train_step']:.3f} / "
-        f"{s['torch_train_step']:.3f} s | "
+        f"{r['torch_params'] / 1e6:.1f}M | {_time(s['jax_forward'])} / "
+        f"{_time(s['torch_forward'])} | {_time(s['jax_train_step'])} / "
+        f"{_time(s['torch_train_step'])} | "
         f"{s['torch_forward'] / s['jax_forward']:.2f}x, "
         f"{s['torch_train_step'] / s['jax_train_step']:.2f}x | "
         f"{r['gflops_per_call']['train_step']:.1f} | {m['jax_forward']:.0%}, "
         f"{m['jax_train_step']:.0%} | {m['torch_forward']:.0%}, "
-        f"{m['torch_train_step']:.0%} | {p['jax']:.0f} / {p['torch']:.0f} GFLOP/s |")
+        f"{m['torch_train_step']:.0%} | {_rate(p['jax'])} / {_rate(p['torch'])} |")
   return '\n'.join(lines)
 
 
@@ -371,20 +398,37 @@ def main():
   parser.add_argument('--child', nargs=2, metavar=('FRAMEWORK', 'CONFIG'))
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks', 'results',
                                                      'peer.json'))
+  parser.add_argument('--table_from', nargs='+', metavar='JSON',
+                      help='print the table of saved results (e.g. a GPU run) instead')
+  parser.add_argument('--recount_flops', action='store_true',
+                      help='with --table_from: count the FLOPs again here (results '
+                      "saved before the count used the lowered module: a GPU's "
+                      'compiled count missed the cuBLAS products)')
   args = parser.parse_args()
   if args.child:
     print(json.dumps(child(args.child[0], args.child[1], args.repeats)))
+    return
+  if args.table_from:
+    results = []
+    for path in args.table_from:
+      with open(path) as f:
+        results += json.load(f)
+    if args.recount_flops:
+      results = [with_flops(r, model_flops(*jax_step_functions(CONFIGS[r['config']])[:2]))
+                 for r in results]
+    print(f"device: {results[0]['device']}\n")
+    print(table(results))
     return
   results = []
   for name in args.configs:
     results.append(measure(name, args.repeats, args.rounds))
     print(json.dumps(results[-1]), flush=True)
+    if args.json:  # After each configuration: a run cut short keeps what it measured.
+      os.makedirs(os.path.dirname(args.json), exist_ok=True)
+      with open(args.json, 'w') as f:
+        json.dump(results, f, indent=1)
   print(f"\ndevice: {results[0]['device']}\n")
   print(table(results))
-  if args.json:
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, 'w') as f:
-      json.dump(results, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ import argparse
 import datetime
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 from typing import List, NamedTuple, Optional, Tuple
@@ -49,12 +50,13 @@ SECTIONS = {
         'peer.py', ['--configs', 'language_small', 'image_small', 'language_full',
                     '--repeats', '3'],
         ['--configs', 'language_small', 'image_small', 'language_full', '--repeats',
-         '10'], ('--json', 'peer_{where}.json'),
+         '20', '--rounds', '1'], ('--json', 'peer_{where}.json'),
         'Against the PyTorch peer (HF transformers Perceiver), and MFU'),
     'scaling': Section(
         'scaling.py', ['--memory_gib', '12'],
         ['--memory_gib', '0', '--sizes', '1024', '4096', '16384', '65536', '131072',
-         '--batch', '4', '--channels', '256'], ('--out', 'scaling_{where}'),
+         '--batch', '4', '--channels', '256', '--child_timeout', '60'],
+        ('--out', 'scaling_{where}'),
         'Scaling with input size: Perceiver IO vs Transformer'),
     'attention': Section(
         'attention_kernels.py', ['--repeats', '5'], ['--repeats', '20'],
@@ -91,7 +93,8 @@ def trailing_table(stdout: str) -> str:
   return '\n'.join(devices[-1:] + [''] * bool(devices) + lines[start:end])
 
 
-def run_section(name: str, where: str, out: pathlib.Path) -> str:
+def run_section(name: str, where: str, out: pathlib.Path,
+                timeout: Optional[float] = None) -> str:
   section = SECTIONS[name]
   args = section.gpu_args if where == 'gpu' else section.cpu_args
   command = [sys.executable, str(REPO / 'benchmarks' / section.script)] + args
@@ -100,14 +103,26 @@ def run_section(name: str, where: str, out: pathlib.Path) -> str:
     command += [flag, str(out / target.format(where=where))]
   shown = ' '.join(['.venv/bin/python', f'benchmarks/{section.script}'] + args)
   print(f'== {name}: {shown}', flush=True)
-  done = subprocess.run(command, capture_output=True, text=True,
-                        env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                            [str(REPO), os.environ.get('PYTHONPATH', '')])))
-  sys.stdout.write(done.stdout[-4000:])
-  if done.returncode != 0:
-    body = f'failed (exit {done.returncode}): `{done.stderr.strip()[-300:]}`'
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(REPO), os.environ.get('PYTHONPATH', '')]))
+  # A process group of its own, so that a timeout also stops the section's children
+  # (which would otherwise hold its output pipe open).
+  with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, env=env, start_new_session=True) as process:
+    try:
+      stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(process.pid, signal.SIGKILL)
+      stdout, _ = process.communicate()
+      sys.stdout.write(stdout[-4000:])
+      return (f'#### {section.title} ({where})\n\n`{shown}`\n\nstopped after '
+              f'{timeout:.0f} s (--timeout); printed so far:\n\n```\n'
+              f'{stdout.strip()[-3000:]}\n```\n')
+  sys.stdout.write(stdout[-4000:])
+  if process.returncode != 0:
+    body = f'failed (exit {process.returncode}): `{stderr.strip()[-300:]}`'
   else:
-    body = trailing_table(done.stdout)
+    body = trailing_table(stdout)
   stamp = f'{datetime.date.today()}, {os.cpu_count()} host cores'
   return f'#### {section.title} ({where}, {stamp})\n\n`{shown}`\n\n{body}\n'
 
@@ -143,6 +158,9 @@ def main():
   parser.add_argument('--out', default=str(RESULTS),
                       help='where the JSON files and the platform tables go')
   parser.add_argument('--compose_only', action='store_true')
+  parser.add_argument('--timeout', type=float, default=None,
+                      help='seconds per section (e.g. inside a GPU lease): a section '
+                      'stopped keeps what it printed')
   args = parser.parse_args()
   if not args.compose_only:
     where = platform()
@@ -153,7 +171,8 @@ def main():
         continue
       # One file per section, written as soon as it is measured: a run cut short keeps
       # what it measured, and re-running one section leaves the others' tables alone.
-      (out / fragment(where, name).name).write_text(run_section(name, where, out))
+      (out / fragment(where, name).name).write_text(run_section(name, where, out,
+                                                              args.timeout))
   if pathlib.Path(args.out).resolve() == RESULTS.resolve():
     compose()
 

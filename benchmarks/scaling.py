@@ -1,6 +1,7 @@
 """Train-step time and peak memory against input size: Perceiver IO vs a Transformer.
 
     .venv/bin/python benchmarks/scaling.py [--sizes 1024 4096 8192 16384 65536] [--out DIR]
+    .venv/bin/python benchmarks/scaling.py --table_from DIR/scaling.json  # a saved run
 
 The paper's central claim, measured: at a fixed latent array, Perceiver IO's cost grows
 linearly with the number of inputs N, a Transformer encoder's quadratically. Both models
@@ -90,9 +91,18 @@ def measure(model_name: str, size: int, args) -> dict:
       ('channels', 'layers', 'heads', 'latents', 'batch', 'repeats', 'memory_gib')]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [REPO, os.environ.get('PYTHONPATH', '')]))
-  done = subprocess.run(command, capture_output=True, text=True, env=env)
+  try:
+    done = subprocess.run(command, capture_output=True, text=True, env=env,
+                          timeout=args.child_timeout)
+  except subprocess.TimeoutExpired:
+    return {'model': model_name, 'size': size, 'step_s': None, 'peak_rss_gib': None,
+            'error': f'stopped after --child_timeout {args.child_timeout:.0f} s'}
   if done.returncode != 0:
-    tail = (done.stderr.strip().splitlines() or ['?'])[-1][:160]
+    lines = done.stderr.strip().splitlines() or ['?']
+    # The exception's own line (e.g. XlaRuntimeError: RESOURCE_EXHAUSTED ...), not JAX's
+    # note on filtered frames.
+    tail = next((l for l in reversed(lines) if 'Error' in l or 'RESOURCE' in l),
+                lines[-1])[:160]
     return {'model': model_name, 'size': size, 'step_s': None, 'peak_rss_gib': None,
             'error': f'failed (exit {done.returncode}; memory cap '
                      f'{args.memory_gib} GiB): {tail}'}
@@ -128,8 +138,12 @@ def main():
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--memory_gib', type=float, default=16.0)
+  parser.add_argument('--child_timeout', type=float, default=None,
+                      help='seconds per (model, N) process; one stopped is reported')
   parser.add_argument('--out', default=None,
                       help='default: benchmarks/results/scaling_<cpu|gpu>')
+  parser.add_argument('--table_from', metavar='SCALING_JSON',
+                      help="print the table of a saved run (and redraw its plot)")
   args = parser.parse_args()
   if args.child:
     if args.memory_gib > 0:  # 0: no cap (a GPU process maps far more than it uses).
@@ -141,29 +155,47 @@ def main():
     import jax  # pylint: disable=g-import-not-at-top
     where = 'gpu' if jax.default_backend() == 'gpu' else 'cpu'
     args.out = os.path.join(REPO, 'benchmarks', 'results', f'scaling_{where}')
+  if args.table_from:
+    with open(args.table_from) as f:
+      results = json.load(f)['results']
+    plot(results, os.path.join(os.path.dirname(args.table_from), 'scaling.png'))
+    print(table(results))
+    return
   results = []
+  os.makedirs(args.out, exist_ok=True)
   for size in args.sizes:
     for name in ('perceiver_io', 'transformer'):
       results.append(measure(name, size, args))
       print(json.dumps(results[-1]), flush=True)
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'scaling.json'), 'w') as f:
-    json.dump({'args': vars(args), 'results': results}, f, indent=2)
+      # After each run: a benchmark cut short keeps what it measured.
+      with open(os.path.join(args.out, 'scaling.json'), 'w') as f:
+        json.dump({'args': vars(args), 'results': results}, f, indent=2)
   plot(results, os.path.join(args.out, 'scaling.png'))
-  base = {r['model']: r['step_s'] for r in results if r['size'] == args.sizes[0]}
-  print('\n| N | Perceiver IO step | x first | peak GiB | Transformer step | x first | '
-        'peak GiB |\n|---|---|---|---|---|---|---|')
-  for size in args.sizes:
+  print('\n' + table(results))
+
+
+def table(results) -> str:
+  """Markdown: step time, growth over the smallest N and peak memory per model."""
+  sizes = sorted({r['size'] for r in results})
+  base = {r['model']: r['step_s'] for r in results if r['size'] == sizes[0]}
+  lines = ['| N | Perceiver IO step | x first | peak GiB | Transformer step | x first | '
+           'peak GiB |', '|---|---|---|---|---|---|---|']
+  for size in sizes:
     cells = [f'{size:,}']
     for name in ('perceiver_io', 'transformer'):
-      r = next(r for r in results if r['model'] == name and r['size'] == size)
-      if r['step_s'] is None:
-        cells += ['out of memory / failed', '', '']
+      r = next((r for r in results if r['model'] == name and r['size'] == size), None)
+      if r is None:
+        cells += ['not run', '', '']
+      elif r['step_s'] is None:
+        cells += ['stopped (time limit)' if 'child_timeout' in r.get('error', '')
+                  else 'out of memory / failed', '', '']
       else:
-        cells += [f'{r["step_s"]:.3f} s', f'{r["step_s"] / base[name]:.1f}x',
+        step = r['step_s']
+        cells += [f'{step:.2f} s' if step >= 1 else f'{step * 1e3:.3g} ms',
+                  f'{step / base[name]:.1f}x',
                   f'{r["peak_rss_gib"]:.2f}']
-    print('| ' + ' | '.join(cells) + ' |')
-
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 if __name__ == '__main__':
   main()

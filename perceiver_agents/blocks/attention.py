@@ -79,11 +79,13 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
     implementation: 'xla' (the heads-major batched matmuls below);
       'dot_product_attention' (`jax.nn.dot_product_attention`, letting JAX pick its
       kernel); 'cudnn' (the same, forcing cuDNN's fused flash attention: GPU,
-      float16/bfloat16, head width a multiple of 8 up to 128); 'auto' is 'xla', which
-      was the fastest choice measured on XLA:CPU and on an H100 with masks
-      (benchmarks/attention_kernels.py, BENCHMARKS.md: JAX's own pick ran at 0.5-1.0x
-      of it); forced cuDNN ran an unmasked bfloat16 forward 1.6-4.2x faster on the H100.
-      The last two need Dqk == Dv and no dropout.
+      float16/bfloat16, head width a multiple of 8 up to 128, 256 on Hopper); 'auto'
+      is 'cudnn' on a GPU in half precision where cuDNN takes the call (JAX checks
+      its conditions when tracing; otherwise 'xla'), else 'xla'. Measured on an H100
+      with masks in bfloat16 (benchmarks/attention_kernels.py, BENCHMARKS.md): cuDNN
+      ran forward 1.9-2.3x and forward+backward 1.6-2.0x faster than the XLA path,
+      JAX's own pick 0.6-0.8x; in float32 and on XLA:CPU the XLA path was the
+      fastest. The last three need Dqk == Dv and no dropout.
   Returns:
     [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero, whichever
     implementation runs.
@@ -91,17 +93,18 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   checks.check_choice(implementation, IMPLEMENTATIONS, name='implementation')
   batch, q_len, heads, qk_dim = q.shape
   v_dim = v.shape[-1]
-  if implementation in ('dot_product_attention', 'cudnn'):
+  if implementation == 'auto':
+    if _cudnn_may_apply(q, k, v, dropout_prob):
+      try:
+        return _fused(q, k, v, attention_mask, 'cudnn')
+      except (NotImplementedError, RuntimeError, ValueError):
+        pass  # cuDNN refused this call (version, shape, device): XLA's path below.
+  elif implementation in ('dot_product_attention', 'cudnn'):
     if qk_dim != v_dim or dropout_prob > 0:
       raise ValueError(f'implementation={implementation} needs equal query/key and '
                        f'value head widths (got {qk_dim} and {v_dim}) and no dropout '
                        f'(got {dropout_prob}).')
-    mask = None if attention_mask is None else attention_mask.astype(bool)[:, None]
-    out = jax.nn.dot_product_attention(
-        q, k, v, mask=mask,
-        implementation='cudnn' if implementation == 'cudnn' else None)
-    return masking.zero_empty_rows(out.reshape(batch, q_len, heads * v_dim),
-                                   attention_mask)
+    return _fused(q, k, v, attention_mask, implementation)
   # Heads-major operands make both products plain batched matmuls over [B, H]; with
   # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
   # on the language model's cross-attention, benchmarks/peer.py).
@@ -122,6 +125,26 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
       'bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
   return masking.zero_empty_rows(out, attention_mask)
+
+
+def _cudnn_may_apply(q: jax.Array, k: jax.Array, v: jax.Array,
+                     dropout_prob: float) -> bool:
+  """Whether 'auto' tries cuDNN: a GPU, half precision, Dqk == Dv, no dropout."""
+  half = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return (jax.default_backend() == 'gpu' and jnp.dtype(q.dtype) in half and
+          q.dtype == k.dtype == v.dtype and q.shape[-1] == v.shape[-1] and
+          dropout_prob == 0)
+
+
+def _fused(q, k, v, attention_mask, implementation: str) -> jax.Array:
+  """`jax.nn.dot_product_attention` ('cudnn': forced) with attend's empty-row zeros."""
+  batch, q_len, heads, v_dim = v.shape[0], q.shape[1], q.shape[2], v.shape[-1]
+  mask = None if attention_mask is None else attention_mask.astype(bool)[:, None]
+  out = jax.nn.dot_product_attention(
+      q, k, v, mask=mask,
+      implementation='cudnn' if implementation == 'cudnn' else None)
+  return masking.zero_empty_rows(out.reshape(batch, q_len, heads * v_dim),
+                                 attention_mask)
 
 
 class Attention(hk.Module):

@@ -431,6 +431,54 @@ def test_auto_is_xla_and_bad_implementations_are_refused():
     attention.attend(q, k, v, implementation='flash')
 
 
+class _FakeFused:
+  """Stands in for jax.nn.dot_product_attention: records each call's implementation,
+  then computes with JAX's XLA implementation or raises `error` (as JAX's own checks
+  do when cuDNN cannot take a call)."""
+
+  def __init__(self, error=None):
+    self.calls, self.error = [], error
+    self.real = jax.nn.dot_product_attention
+
+  def __call__(self, q, k, v, mask=None, implementation=None):
+    self.calls.append(implementation)
+    if self.error:
+      raise self.error
+    return self.real(q, k, v, mask=mask, implementation='xla')
+
+
+@pytest.mark.parametrize('backend, dtype, qk_dim, dropout, error, expect_calls', [
+    ('gpu', jnp.bfloat16, 8, 0.0, None, ['cudnn']),  # cuDNN's case: taken.
+    ('gpu', jnp.float16, 8, 0.0, None, ['cudnn']),
+    ('gpu', jnp.bfloat16, 8, 0.0, NotImplementedError('head dim'), ['cudnn']),  # Refused.
+    ('gpu', jnp.bfloat16, 8, 0.0, RuntimeError('cuDNN < 8.9'), ['cudnn']),
+    ('gpu', jnp.float32, 8, 0.0, None, []),  # float32: XLA's path was faster.
+    ('gpu', jnp.bfloat16, 16, 0.0, None, []),  # Dqk != Dv.
+    ('gpu', jnp.bfloat16, 8, 0.5, None, []),  # dropout.
+    ('cpu', jnp.bfloat16, 8, 0.0, None, []),
+])
+def test_auto_picks_cudnn_on_a_gpu_in_half_precision(monkeypatch, backend, dtype,
+                                                     qk_dim, dropout, error,
+                                                     expect_calls):
+  q, k, v = (x.astype(dtype) for x in _qkv(qk_dim=qk_dim, v_dim=8))
+  mask = np.random.RandomState(0).rand(2, 5, 7) > 0.4
+  mask[0, 1, :] = False  # a query row with no visible key
+  mask = jnp.asarray(mask)
+  fake = _FakeFused(error)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', fake)
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  rng = hk.PRNGSequence(0)
+  out = hk.transform(lambda: attention.attend(
+      q, k, v, attention_mask=mask, dropout_prob=dropout)).apply({}, next(rng))
+  assert fake.calls == expect_calls
+  chex.assert_shape(out, (2, 5, 16))
+  np.testing.assert_array_equal(np.asarray(out[0, 1], np.float32), np.zeros(16))
+  if dropout == 0:  # Whichever path ran, the same function (to half precision).
+    reference = attention.attend(q, k, v, attention_mask=mask, implementation='xla')
+    np.testing.assert_allclose(np.asarray(out, np.float32),
+                               np.asarray(reference, np.float32), atol=2e-2)
+
+
 @pytest.mark.parametrize('residual', [True, False])
 def test_shared_queries_match_the_same_queries_repeated(residual):
   """Queries [Q, C] shared by the batch: the values and gradients of [B, Q, C] copies."""
