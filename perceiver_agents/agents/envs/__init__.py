@@ -16,6 +16,11 @@ from typing import Any
 
 import dm_env
 
+# Import hooks (standard library only) that make pysc2 4.0.0 importable with current
+# protobuf and Python 3.11: installed with this package, so that `from pysc2.lib import
+# actions` works after importing it, before any SC2 environment is made.
+from perceiver_agents.agents.envs import sc2_compat  # pylint: disable=unused-import
+
 NAMES = ('catch', 'catch_entities', 'bsuite:<id>', 'gym:<id>', 'entity_micro', 'sc2_mock', 'sc2:<map>')
 
 
