@@ -93,7 +93,8 @@ class PerceiverIOEntityEncoder(hk.Module):
     """entities [B, N, F], mask bool [B, N] -> embedding [B, D], features [B, N, E]."""
     _check_entities(entities, mask)
     x = _zero_padding(hk.Linear(self._num_channels, name='embed')(entities), mask)  # [B,N,C]
-    z = self._encoder(x, self._encoder.latents(x), is_training=is_training,
+    # Shared [M, C] latents: the first cross-attention normalises and projects them once.
+    z = self._encoder(x, self._encoder.latents(), is_training=is_training,
                       input_mask=mask)                                     # [B, M, C]
     embedding = jax.nn.relu(hk.Linear(self._output_size, name='summary')(
         hk.Flatten()(z)))                                                  # [B, D]
@@ -221,7 +222,7 @@ class PerceiverIOSpatialEncoder(hk.Module):
     # Fourier features at the start of training.
     x = (hk.Linear(self._num_channels, name='embed')(cells) +
          hk.Linear(self._num_channels, name='embed_position')(pos))       # [B, HW, C']
-    z = self._encoder(x, self._encoder.latents(x), is_training=is_training)  # [B, M, C']
+    z = self._encoder(x, self._encoder.latents(), is_training=is_training)  # [B, M, C']
     embedding = jax.nn.relu(hk.Linear(self._output_size, name='summary')(
         hk.Flatten()(z)))                                                  # [B, D]
     queries = hk.Linear(self._num_channels, name='query')(pos)             # [B, HW, C']
