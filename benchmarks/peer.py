@@ -18,10 +18,10 @@ Each process also measures its framework's float32 matmul peak ([M, K] @ [K, N] 
 M = N = K = 2048, 8192 on a GPU; best of several, before and after), and the JAX process
 the model FLOPs per step from XLA's cost analysis of the lowered functions (the same
 count on every platform: see model_flops); model FLOP utilisation = FLOPs / time / that
-framework's peak. Both frameworks' MFU use this
-library's count: HF projects queries shared by the batch (latents, the decoder's grid)
-once per example, so its own count is higher (76.9 vs 74.7 GFLOP per language_small
-step) and its MFU is understated by that ratio. Prints a markdown table and writes
+framework's peak. Both frameworks' MFU use this library's count: HF projects queries
+shared by the batch (latents, the decoder's grid) once per example, so its own count is
+higher (76.9 vs 74.7 GFLOP per language_small step) and its MFU is understated by that
+ratio. Prints a markdown table and writes
 --json after each configuration; `--table_from JSON...` prints the table of saved
 results (e.g. a GPU run's, copied here).
 
