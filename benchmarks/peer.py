@@ -1,7 +1,7 @@
 """This library against Hugging Face transformers' PyTorch Perceiver, same configs, one run.
 
     .venv/bin/python benchmarks/peer.py [--configs language_small image_small]
-        [--repeats 5] [--rounds 2] [--json benchmarks/results/peer.json]
+        [--repeats 5] [--rounds 2] [--batch N] [--json benchmarks/results/peer.json]
 
 Needs the benchmark extra (`pip install -c constraints.txt -e '.[bench]'`: torch 2.13.0
 CPU, transformers). For each configuration both models are built with the same sizes
@@ -294,7 +294,7 @@ def alternate(fns: dict, repeats: int) -> dict:
   return times
 
 
-def child(framework: str, name: str, repeats: int) -> dict:
+def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
   """One framework's measurements of one configuration (run in its own process)."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
@@ -303,7 +303,7 @@ def child(framework: str, name: str, repeats: int) -> dict:
   # (JAX's default precision there; torch needs it switched on).
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
-  cfg = CONFIGS[name]
+  cfg = dict(CONFIGS[name], **({'batch': batch} if batch else {}))
   out = {'device': jax.devices()[0].device_kind}
   if framework == 'jax':
     forward, step, flops, out['params'] = jax_functions(cfg)
@@ -316,7 +316,7 @@ def child(framework: str, name: str, repeats: int) -> dict:
   return out
 
 
-def measure(name: str, repeats: int, rounds: int = 2) -> dict:
+def measure(name: str, repeats: int, rounds: int = 2, batch: int = 0) -> dict:
   """Both frameworks on configuration `name`, each in processes of its own.
 
   In one process the two frameworks slowed each other (their allocators and thread
@@ -333,7 +333,8 @@ def measure(name: str, repeats: int, rounds: int = 2) -> dict:
         env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
       done = subprocess.run(
           [sys.executable, __file__, '--child', framework, name,
-           '--repeats', str(repeats)], capture_output=True, text=True, env=env)
+           '--repeats', str(repeats), '--batch', str(batch)], capture_output=True,
+          text=True, env=env)
       if done.returncode != 0:
         raise RuntimeError(f'{framework} on {name} failed:\n{done.stderr[-2000:]}')
       runs[framework].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -343,7 +344,8 @@ def measure(name: str, repeats: int, rounds: int = 2) -> dict:
     for what in ('forward', 'train_step'):
       times[f'{framework}_{what}'] = statistics.median(
           t for r in results for t in r['seconds'][what])
-  result = dict(config=name, device=runs['jax'][0]['device'],
+  result = dict(config=name, batch=batch or CONFIGS[name]['batch'],
+                device=runs['jax'][0]['device'],
                 jax_params=runs['jax'][0]['params'],
                 torch_params=runs['torch'][0]['params'], seconds=times,
                 matmul_peak_gflops=peak, rounds=rounds, repeats=repeats)
@@ -368,6 +370,12 @@ def _rate(gflops: float) -> str:
   return f'{gflops / 1e3:.0f} TFLOP/s' if gflops >= 1e4 else f'{gflops:.0f} GFLOP/s'
 
 
+def _batch_note(result: dict) -> str:
+  """' (batch N)' where a run changed the configuration's batch size."""
+  batch = result.get('batch', CONFIGS[result['config']]['batch'])
+  return '' if batch == CONFIGS[result['config']]['batch'] else f' (batch {batch})'
+
+
 def table(results) -> str:
   lines = [
       '| config | params (ours / HF) | forward ours / HF | train step ours / HF | '
@@ -377,7 +385,7 @@ def table(results) -> str:
   for r in results:
     s, m, p = r['seconds'], r['mfu'], r['matmul_peak_gflops']
     lines.append(
-        f"| {r['config']} | {r['jax_params'] / 1e6:.1f}M / "
+        f"| {r['config']}{_batch_note(r)} | {r['jax_params'] / 1e6:.1f}M / "
         f"{r['torch_params'] / 1e6:.1f}M | {_time(s['jax_forward'])} / "
         f"{_time(s['torch_forward'])} | {_time(s['jax_train_step'])} / "
         f"{_time(s['torch_train_step'])} | "
@@ -395,6 +403,9 @@ def main():
                       choices=sorted(CONFIGS))
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--batch', type=int, default=0,
+                      help="every configuration's batch size (0: its own; e.g. larger on a "
+                      'GPU, which the CPU batches cannot fill)')
   parser.add_argument('--child', nargs=2, metavar=('FRAMEWORK', 'CONFIG'))
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks', 'results',
                                                      'peer.json'))
@@ -406,7 +417,7 @@ def main():
                       'compiled count missed the cuBLAS products)')
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(child(args.child[0], args.child[1], args.repeats)))
+    print(json.dumps(child(args.child[0], args.child[1], args.repeats, args.batch)))
     return
   if args.table_from:
     results = []
@@ -414,14 +425,15 @@ def main():
       with open(path) as f:
         results += json.load(f)
     if args.recount_flops:
-      results = [with_flops(r, model_flops(*jax_step_functions(CONFIGS[r['config']])[:2]))
+      results = [with_flops(r, model_flops(*jax_step_functions(dict(
+          CONFIGS[r['config']], batch=r.get('batch', CONFIGS[r['config']]['batch'])))[:2]))
                  for r in results]
     print(f"device: {results[0]['device']}\n")
     print(table(results))
     return
   results = []
   for name in args.configs:
-    results.append(measure(name, args.repeats, args.rounds))
+    results.append(measure(name, args.repeats, args.rounds, args.batch))
     print(json.dumps(results[-1]), flush=True)
     if args.json:  # After each configuration: a run cut short keeps what it measured.
       os.makedirs(os.path.dirname(args.json), exist_ok=True)
