@@ -152,7 +152,9 @@ def model_flops(forward, train_step) -> dict:
   flops = {}
   with cpu_gemm.xla_only():
     for name, (fn, args) in (('forward', forward), ('train_step', train_step)):
-      analysis = jax.jit(fn).lower(*args).cost_analysis()
+      # A fresh wrapper: JAX caches traces per function, and a later jit of `fn`
+      # itself would otherwise reuse this XLA-only trace (cpu_gemm.xla_only).
+      analysis = jax.jit(lambda *a, fn=fn: fn(*a)).lower(*args).cost_analysis()
       if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
       flops[name] = float(analysis['flops'])
@@ -163,10 +165,14 @@ def jax_functions(cfg: dict):
   """Compiled forward and train step as no-argument calls, XLA's FLOPs per call, and
   the parameter count."""
   import jax  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
   (forward, forward_args), (train_step, step_args), num_params = jax_step_functions(cfg)
   flops = model_flops((forward, forward_args), (train_step, step_args))
   fwd = jax.jit(forward).lower(*forward_args).compile()
   step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*step_args).compile()
+  if cpu_gemm.enabled() and 'pa_strided_gemm' not in step.as_text():
+    raise RuntimeError('the compiled train step does not call the CPU GEMM kernel '
+                       'although it is enabled (a stale XLA-only trace?)')
   carry = dict(zip(('params', 'opt_state', 'state'), step_args[:3]))
   inputs, labels = step_args[3:]
 

@@ -62,7 +62,13 @@ def enabled() -> bool:
 @contextlib.contextmanager
 def xla_only() -> Iterator[None]:
   """Functions traced inside use XLA's products only (e.g. for XLA's cost analysis,
-  which does not count the FLOPs of custom calls)."""
+  which does not count the FLOPs of custom calls).
+
+  The choice is made when a function is traced, and JAX caches traces per function
+  object: a function jitted inside this context and jitted again outside it reuses
+  the XLA-only trace. Trace a distinct function object inside (e.g. a fresh wrapper,
+  as benchmarks/peer.py's model_flops does).
+  """
   previous = os.environ.get(_SWITCH)
   os.environ[_SWITCH] = '0'
   try:
