@@ -24,6 +24,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 
+from perceiver_agents import host_memory  # pylint: disable=g-import-not-at-top
+
+host_memory.keep_freed_memory()  # As `perceiver-agents` and peer.py run (host_memory).
+
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from perceiver_agents import host_memory
 from perceiver_agents import tasks
 
 RUN_FILE = 'run.json'
@@ -100,6 +101,8 @@ def _task_command(command: str, argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  # Before JAX starts: XLA:CPU's step buffers are then reused, not faulted in anew.
+  host_memory.keep_freed_memory()
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] in TASK_COMMANDS:
     return _task_command(argv[0], argv[1:])
