@@ -111,15 +111,16 @@ def run_section(name: str, where: str, out: pathlib.Path,
                         text=True, env=env, start_new_session=True) as process:
     try:
       stdout, stderr = process.communicate(timeout=timeout)
+      stopped = False
     except subprocess.TimeoutExpired:
       os.killpg(process.pid, signal.SIGKILL)
-      stdout, _ = process.communicate()
-      sys.stdout.write(stdout[-4000:])
-      return (f'#### {section.title} ({where})\n\n`{shown}`\n\nstopped after '
-              f'{timeout:.0f} s (--timeout); printed so far:\n\n```\n'
-              f'{stdout.strip()[-3000:]}\n```\n')
+      stdout, stderr = process.communicate()
+      stopped = True
   sys.stdout.write(stdout[-4000:])
-  if process.returncode != 0:
+  if stopped:
+    body = (f'stopped after {timeout:.0f} s (--timeout); printed so far:\n\n```\n'
+            f'{stdout.strip()[-3000:]}\n```')
+  elif process.returncode != 0:
     body = f'failed (exit {process.returncode}): `{stderr.strip()[-300:]}`'
   else:
     body = trailing_table(stdout)

@@ -24,6 +24,7 @@ import ctypes.util
 import logging
 import os
 import platform
+import sys
 
 _SWITCH = 'PERCEIVER_AGENTS_KEEP_HOST_MEMORY'
 # glibc's mallopt parameter numbers (malloc.h).
@@ -39,11 +40,15 @@ def keep_freed_memory() -> bool:
                     'backend: threads that already allocated keep their own arenas. '
                     'Call it before the first JAX computation.')
   libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-  return all(libc.mallopt(option, value) == 1 for option, value in (
-      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1)))
+  # Each option is set even if another one is refused (mallopt returns 1 on success).
+  done = [libc.mallopt(option, value) == 1 for option, value in (
+      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))]
+  return all(done)
 
 
 def _jax_backend_started() -> bool:
+  if 'jax' not in sys.modules:  # Not imported yet: nothing started (and no import here).
+    return False
   try:
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
     return xla_bridge.backends_are_initialized()
