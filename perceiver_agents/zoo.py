@@ -171,8 +171,9 @@ def video_autoencoder(*, num_frames: int, image_size: int,
       'label': [B, num_classes]}.
   The label input is replaced by a learned mask token, so the label is predicted
   from video and audio alone. Decode a whole clip chunk by chunk via `subsampling`,
-  or in one call with `decode_chunk_size` (the decoder's cross-attention then runs over
-  at most that many queries at a time, inside the model: same outputs, bounded memory).
+  or in one call with `decode_chunk_size` (queries built, cross-attended and
+  postprocessed at most that many at a time, inside the model: same outputs, bounded
+  memory).
   """
   n_audio = num_frames * audio_samples_per_frame
   if n_audio % samples_per_patch:
@@ -184,8 +185,10 @@ def video_autoencoder(*, num_frames: int, image_size: int,
                        sine_only=False, concat_pos=True)
   audio_fourier = dict(num_bands=audio_num_bands, max_resolution=(n_audio,),
                        sine_only=False, concat_pos=True)
+  # Chunked, the Fourier queries of the whole clip stay unexpanded (their positions).
   query_kwargs = dict(concat_preprocessed_input=False, use_query_residual=False,
-                      output_num_channels=decoder_num_channels)
+                      output_num_channels=decoder_num_channels,
+                      lazy_queries=decode_chunk_size is not None)
 
   def forward(images, audio, subsampling: Optional[Mapping] = None, *,
               is_training=False):

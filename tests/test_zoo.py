@@ -223,3 +223,29 @@ def test_chunked_flow_never_makes_the_full_fourier_inputs(chunked):
       jax.make_jaxpr(lambda p, x: f.apply(p, None, x))(params, images).jaxpr)
   assert (full in shapes) != chunked
   assert full[:2] + (64,) in shapes  # the compact features are there
+
+
+@pytest.mark.parametrize('kv_chunk', [None, 3])
+def test_chunked_whole_clip_decoding_matches_and_stays_small(kv_chunk):
+  """A whole clip in one call: decode_chunk_size gives the unchunked outputs, and no
+  array as long as the clip's image queries (2 x 8 x 8 = 128) is wider than the 3
+  output channels (without chunking the queries [B, 128 + 4 + 1, 29] exist)."""
+  case, params, state, x, _ = _case('video_autoencoder')
+  kwargs = copy.deepcopy(case['kwargs'])
+  whole = dict(images=x['images'], audio=x['audio'])
+  want = jax.jit(lambda p, s, x: zoo.video_autoencoder(**kwargs).apply(
+      p, s, None, **x)[0])(params, state, whole)
+  kwargs['encoder']['cross_attend_kv_chunk_size'] = kv_chunk
+  f = zoo.video_autoencoder(decode_chunk_size=7, **kwargs)
+  got = jax.jit(lambda p, s, x: f.apply(p, s, None, **x)[0])(params, state, whole)
+  assert sorted(got) == sorted(want) and got['image'].shape == (2, 128, 3)
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)
+
+  def long_and_wide(fn):
+    shapes = _intermediate_shapes(jax.make_jaxpr(fn)(params, state, whole).jaxpr)
+    return {s for s in shapes if (128 in s or 133 in s) and s[-1] > 3}
+
+  assert not long_and_wide(lambda p, s, x: f.apply(p, s, None, **x)[0])
+  assert (2, 133, 29) in long_and_wide(
+      lambda p, s, x: zoo.video_autoencoder(**case['kwargs']).apply(p, s, None, **x)[0])

@@ -53,6 +53,8 @@ def map_chunks(fn: Callable[[Any], Any], xs: Any, *,
       output row depending only on the same input row. It may use Haiku modules (it
       runs under `hk.scan`); modules it calls must be constructed outside it.
     xs: pytree of arrays [B, O, ...] sharing O (None leaves are allowed, e.g. no mask).
+      A leaf [B, 1, ...] is the same for every position (e.g. a padding vector
+      broadcast along O): every chunk gets it whole.
     chunk_size: at most this many positions per call of `fn`; None calls `fn` once on
       all of `xs`.
   Returns:
@@ -65,14 +67,15 @@ def map_chunks(fn: Callable[[Any], Any], xs: Any, *,
   if not leaves:
     raise ValueError('map_chunks needs at least one array in xs.')
   lengths = {np.shape(x)[1] if np.ndim(x) >= 2 else None for x in leaves}
-  if len(lengths) != 1 or None in lengths:
-    raise ValueError('every array in xs must be [B, O, ...] with the same O, got '
-                     f'shapes {[tuple(np.shape(x)) for x in leaves]}.')
-  length = lengths.pop()
+  if None in lengths or len(lengths - {1}) > 1:
+    raise ValueError('every array in xs must be [B, O, ...] with the same O (or '
+                     f'[B, 1, ...]), got shapes {[tuple(np.shape(x)) for x in leaves]}.')
+  length = max(lengths)
   if chunk_size is None or length <= chunk_size:
     return fn(xs)
   starts = _chunk_starts(length, chunk_size)
-  take = lambda start: jax.tree.map(lambda x: _slice(x, start, chunk_size, 1), xs)
+  take = lambda start: jax.tree.map(
+      lambda x: x if x.shape[1] == 1 else _slice(x, start, chunk_size, 1), xs)
   # The first chunk runs outside the loop: it gives the output shapes (and creates
   # the parameters during init).
   first = fn(take(0))

@@ -81,7 +81,10 @@ class BasicDecoder(Decoder):
   `decode_chunk_size` decodes at most that many queries at a time (cross-attention,
   MLP and projection), so that one chunk's attention logits [B, H, chunk, M] are alive
   instead of all O queries' [B, H, O, M]; the outputs are the same. None decodes all
-  queries at once.
+  queries at once. `lazy_queries` (Fourier queries only) keeps the queries
+  unexpanded: `decoder_query` returns a position.LazyFourierFeatures [1, O, E] (the
+  grid's or the subsampled points' positions) that a chunked decoder expands one chunk
+  at a time.
   """
 
   def __init__(self, *, output_num_channels: int,
@@ -98,11 +101,17 @@ class BasicDecoder(Decoder):
                trainable_position_encoding_kwargs: Optional[dict] = None,
                fourier_position_encoding_kwargs: Optional[dict] = None,
                decode_chunk_size: Optional[int] = None,
+               lazy_queries: bool = False,
                name: str = 'basic_decoder'):
     super().__init__(name=name)
     checks.check_positive(num_heads, name='num_heads')
     chunking.check_chunk_size(decode_chunk_size, name='decode_chunk_size')
     self._decode_chunk_size = decode_chunk_size
+    if lazy_queries and (position_encoding_type != 'fourier' or project_pos_dim > 0
+                         or concat_preprocessed_input):
+      raise ValueError("lazy_queries needs position_encoding_type='fourier' without "
+                       'project_pos_dim or concat_preprocessed_input.')
+    self._lazy_queries = lazy_queries
     if isinstance(output_index_dims, (int, np.integer)):
       output_index_dims = (int(output_index_dims),)
     self._output_index_dims = (tuple(output_index_dims)
@@ -146,7 +155,11 @@ class BasicDecoder(Decoder):
       raise ValueError("position_encoding_type='none': this decoder builds no "
                        'queries; pass them in from elsewhere.')
     batch = inputs.shape[0]
-    if subsampled_points is not None:
+    if subsampled_points is not None and self._lazy_queries:
+      # [1, n, E] unexpanded (no features, the points' positions), shared.
+      pos = positions_of_indices(subsampled_points, self._output_index_dims)
+      query = self.output_pos_enc.lazy(jnp.zeros((1, pos.shape[0], 0)), pos=pos[None])
+    elif subsampled_points is not None:
       pos = positions_of_indices(subsampled_points, self._output_index_dims)
       pos = jnp.broadcast_to(pos[None], (batch,) + pos.shape)  # [B, O, d]
       query = self.output_pos_enc(batch_size=batch, pos=pos)
@@ -154,6 +167,9 @@ class BasicDecoder(Decoder):
       if query.shape[1] != pos.shape[1]:
         # A learned table ignores `pos` and returns all O rows: keep the asked ones.
         query = jnp.take(query, jnp.asarray(subsampled_points), axis=1)
+    elif self._lazy_queries:
+      # [1, O, E] unexpanded (no features, the grid's positions), shared.
+      query = self.output_pos_enc.lazy(jnp.zeros((1, self.num_outputs, 0)))
     else:
       query = self.output_pos_enc(batch_size=1)[0]  # [O, E], shared
     if self._concat_preprocessed_input:
@@ -165,15 +181,22 @@ class BasicDecoder(Decoder):
       query = jnp.concatenate([inputs_without_pos, query], axis=-1)
     return query
 
-  def __call__(self, query, z, *, is_training, query_mask=None):
+  def __call__(self, query, z, *, is_training, query_mask=None, postprocess=None):
     """Maps queries [B, O, E] (or shared [O, E]) and latents [B, M, D] to [B, O, F]
-    (F = E without projection). `query` may be a position.LazyFourierFeatures:
-    expanded one decode chunk at a time."""
+    (F = E without projection).
+
+    `query` may also be lazy (a position.LazyFourierFeatures or PaddedQueries, [B, O, E]
+    or shared [1, O, E]): expanded one decode chunk at a time. `postprocess`, a
+    position-wise function of outputs [B, c, F] to a pytree of [B, c, ...] arrays, is
+    applied to each chunk's outputs, so that [B, O, F] is never alive in full either;
+    the result is then its outputs for all O queries.
+    """
     checks.check_rank(z, 3, name='z')
     if query.ndim not in (2, 3):
       raise ValueError('query must be [B, O, E] or [O, E] (shared by every example), '
                        f'got shape {tuple(query.shape)}.')
-    shared = query.ndim == 2
+    # Shared queries travel as [1, O, E]: chunks are cut along O, axis 1.
+    shared = query.ndim == 2 or (hasattr(query, 'materialize') and query.shape[0] == 1)
     if query_mask is not None:
       checks.check_mask(query_mask, (z.shape[0], query.shape[-2]), name='query_mask')
     cross_attend = CrossAttention(
@@ -191,16 +214,17 @@ class BasicDecoder(Decoder):
       if chunk['mask'] is not None:
         attention_mask = make_cross_attention_mask(
             chunk['mask'], jnp.ones(z.shape[:2], dtype=bool))  # [B, c, M]
-      queries = chunk['query'][0] if shared else materialize(chunk['query'])
-      output = cross_attend(queries, z, is_training=is_training,
+      queries = materialize(chunk['query'])
+      output = cross_attend(queries[0] if shared else queries, z,
+                            is_training=is_training,
                             attention_mask=attention_mask)  # [B, c, E]
       if project is not None:
         output = project(output)  # [B, c, F]
-      return output
+      return output if postprocess is None else postprocess(output)
 
-    # Shared queries travel as [1, O, E]: chunks are cut along O, axis 1.
     return chunking.map_chunks(
-        decode, {'query': query[None] if shared else query, 'mask': query_mask},
+        decode, {'query': query[None] if query.ndim == 2 else query,
+                 'mask': query_mask},
         chunk_size=self._decode_chunk_size)  # [B, O, F]
 
 
@@ -328,12 +352,59 @@ class BasicVideoAutoencodingDecoder(Decoder):
                        + (output.shape[-1],))
 
 
+@jax.tree_util.register_pytree_node_class
+class PaddedQueries:
+  """Rows [b, O, E + P] = queries, then a padding vector repeated on every row: lazy.
+
+  Holds `queries` [b, O, E] (an array or itself lazy, e.g. a LazyFourierFeatures) and
+  `padding` [b, 1, P]; b is the batch, or 1 for queries shared by every example.
+  `materialize()` builds the rows; `chunking.map_chunks` slices `queries` along O and
+  hands `padding` to every chunk whole, so a chunked decoder builds one chunk's rows
+  at a time. `shape` and `ndim` describe the rows.
+  """
+
+  def __init__(self, queries, padding: jax.Array):
+    self.queries = queries
+    self.padding = padding
+
+  @property
+  def shape(self):
+    return tuple(self.queries.shape[:2]) + (
+        self.queries.shape[2] + self.padding.shape[2],)
+
+  @property
+  def ndim(self) -> int:
+    return 3
+
+  def materialize(self) -> jax.Array:
+    rows = materialize(self.queries)  # [b, c, E]
+    padding = jnp.broadcast_to(self.padding, rows.shape[:2] + self.padding.shape[2:])
+    return jnp.concatenate([rows, padding.astype(rows.dtype)], axis=-1)
+
+  def tree_flatten(self):
+    return (self.queries, self.padding), None
+
+  @classmethod
+  def tree_unflatten(cls, aux, leaves):
+    del aux
+    return cls(*leaves)
+
+
 class MultimodalDecoder(Decoder):
   """Decodes several modalities with one shared cross-attention.
 
   Each modality's decoder only builds that modality's queries; the queries are padded
   with a learned per-modality vector to a common width (widest + `min_padding_size`)
   and concatenated, modalities sorted by name.
+
+  With `decode_chunk_size` (passed on to the shared decoder) nothing of the size of
+  all queries is built: `decoder_query` returns {modality: PaddedQueries}, unexpanded
+  (with `lazy_queries` in the modality decoders, a Fourier grid's queries are only
+  its positions), and each modality is decoded on its own, chunk by chunk. Given the
+  model's postprocessor, the decoder applies it too, each modality's position-wise
+  postprocessor inside the chunks (`postprocesses_in_chunks`): decoding a whole video
+  never holds its [O, E] queries or [O, F] decoder outputs. Each query is decoded by
+  the same operations either way (each output row depends on its query row only).
   """
 
   def __init__(self, *, modalities: Mapping[str, Decoder],
@@ -347,6 +418,12 @@ class MultimodalDecoder(Decoder):
     self._decoder = BasicDecoder(output_num_channels=output_num_channels,
                                  position_encoding_type='none',
                                  **decoder_kwargs)
+    self._chunked = decoder_kwargs.get('decode_chunk_size') is not None
+
+  @property
+  def postprocesses_in_chunks(self) -> bool:
+    """Whether a Perceiver should hand its postprocessor to this decoder."""
+    return self._chunked
 
   @property
   def num_outputs(self) -> int:
@@ -373,19 +450,57 @@ class MultimodalDecoder(Decoder):
         for m, decoder in self._modalities.items()}
     width = max(q.shape[-1] for q in queries.values()) + self._min_padding_size
 
-    def pad(modality, query):
-      batch = inputs[modality].shape[0]
-      if query.ndim == 2:  # shared by every example
-        query = layers.broadcast_batch(query, batch)
-      query = jnp.reshape(query, [batch, -1, query.shape[-1]])  # [B, O_m, E_m]
+    def padded(modality, query):
+      """PaddedQueries [b, O_m, width]; b = 1 for queries shared by every example."""
+      if query.ndim == 2:  # shared [O_m, E_m]
+        query = query[None]
+      elif not hasattr(query, 'materialize'):  # e.g. a video's [B, T, H, W, E]
+        query = jnp.reshape(query, [query.shape[0], -1, query.shape[-1]])
       padding = TrainablePositionEncoding(
           index_dim=1, num_channels=width - query.shape[-1], init_scale=0.02,
-          name=f'{modality}_padding')(batch)  # [B, 1, width - E_m]
-      padding = jnp.broadcast_to(padding, query.shape[:2] + padding.shape[-1:])
-      return jnp.concatenate([query, padding], axis=-1)  # [B, O_m, width]
+          name=f'{modality}_padding')(None)[None]  # [1, 1, width - E_m]
+      return PaddedQueries(query, padding)
 
-    return jnp.concatenate([pad(m, queries[m]) for m in sorted(queries)], axis=1)
+    queries = {m: padded(m, queries[m]) for m in sorted(queries)}
+    if self._chunked:
+      return queries
+    batch = inputs[next(iter(inputs))].shape[0]
+    return jnp.concatenate(
+        [jnp.broadcast_to(q.materialize(), (batch,) + q.shape[1:])
+         for q in queries.values()], axis=1)  # [B, O, width]
 
-  def __call__(self, query, z, *, is_training, query_mask=None):
-    return self._decoder(query, z, is_training=is_training,
-                         query_mask=query_mask)
+  def __call__(self, query, z, *, is_training, query_mask=None, postprocessor=None):
+    """Decodes `decoder_query`'s queries: [B, O, E], or {modality: PaddedQueries}
+    when chunked.
+
+    Returns [B, O, F] (modalities concatenated, sorted by name), or with a
+    `postprocessor` (chunked only) what it returns: a multimodal postprocessor's
+    {modality: output}, each modality's position-wise postprocessor (one with
+    `position_wise = True`) applied chunk by chunk.
+    """
+    if not isinstance(query, Mapping):
+      if postprocessor is not None:
+        raise ValueError('MultimodalDecoder applies a postprocessor only when it '
+                         'decodes in chunks (decode_chunk_size).')
+      return self._decoder(query, z, is_training=is_training, query_mask=query_mask)
+    sizes = {m: q.shape[1] for m, q in query.items()}
+    masks = ({} if query_mask is None else
+             split_modalities(sizes, query_mask[..., None]))  # {m: [B, O_m, 1]}
+    parts = getattr(postprocessor, 'modalities', None) or {}
+    outputs = {}
+    for m in sorted(query):
+      post = parts.get(m)
+      in_chunks = getattr(post, 'position_wise', False)
+      out = self._decoder(
+          query[m], z, is_training=is_training,
+          query_mask=masks[m][..., 0] if m in masks else None,
+          postprocess=(lambda x, post=post: post(x, is_training=is_training))
+          if in_chunks else None)
+      outputs[m] = out if post is None or in_chunks else post(
+          out, is_training=is_training)
+    if parts:
+      return {m: outputs[m] for m in parts}
+    flat = jnp.concatenate([outputs[m] for m in sorted(outputs)], axis=1)
+    if postprocessor is None:
+      return flat
+    return postprocessor(flat, is_training=is_training, modality_sizes=sizes)

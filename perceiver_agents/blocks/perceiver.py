@@ -196,6 +196,11 @@ class Perceiver(hk.Module):
         subsampled_points=subsampled_output_points)  # [B, O, E] or shared [O, E]
     z = self._encoder(inputs, latents, is_training=is_training,
                       input_mask=input_mask)  # [B, M, D]
+    if (self._output_postprocessor is not None
+        and getattr(self._decoder, 'postprocesses_in_chunks', False)):
+      # The decoder postprocesses as it decodes, chunk by chunk (MultimodalDecoder).
+      return self._decoder(query, z, is_training=is_training, query_mask=query_mask,
+                           postprocessor=self._output_postprocessor)
     outputs = self._decoder(query, z, is_training=is_training,
                             query_mask=query_mask)
     if self._output_postprocessor is not None:

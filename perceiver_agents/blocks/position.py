@@ -112,8 +112,9 @@ class LazyFourierFeatures:
 
 
 def materialize(x):
-  """`x` itself, or the rows a `LazyFourierFeatures` stands for ([B, N, C + P])."""
-  return x.materialize() if isinstance(x, LazyFourierFeatures) else x
+  """`x` itself, or the rows a lazy array (one with a `materialize()` method: a
+  `LazyFourierFeatures`, a `decoders.PaddedQueries`) stands for."""
+  return x.materialize() if hasattr(x, 'materialize') else x
 
 
 def linear_positions(index_dims: Sequence[int],

@@ -82,6 +82,11 @@ class MultimodalPostprocessor(hk.Module):
     self._modalities = dict(modalities)
     self._input_is_dict = input_is_dict
 
+  @property
+  def modalities(self) -> Mapping[str, hk.Module]:
+    """{modality: postprocessor} (a chunked MultimodalDecoder applies them itself)."""
+    return dict(self._modalities)
+
   def __call__(self, inputs, *, is_training: bool,
                pos: Optional[jax.Array] = None, modality_sizes=None) -> dict:
     if not self._input_is_dict:

@@ -34,6 +34,8 @@ class ClassificationPostprocessor(hk.Module):
 class ProjectionPostprocessor(hk.Module):
   """A linear map of every decoder output: [B, O, C] -> [B, O, num_outputs]."""
 
+  position_wise = True  # row o of the output depends on input row o only
+
   def __init__(self, *, num_outputs: int, name: Optional[str] = None):
     super().__init__(name=name)
     self._num_outputs = num_outputs
@@ -45,6 +47,8 @@ class ProjectionPostprocessor(hk.Module):
 
 class IdentityPostprocessor(hk.Module):
   """Passes decoder outputs through unchanged."""
+
+  position_wise = True  # row o of the output depends on input row o only
 
   def __call__(self, inputs, *, is_training: bool, pos=None, modality_sizes=None):
     return inputs

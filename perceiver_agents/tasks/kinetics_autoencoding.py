@@ -7,8 +7,9 @@ and all three reconstructed from a latent bottleneck through output queries.
 Training decodes a random subset of the output queries per step (`model.train_image_queries`
 pixels and `model.train_audio_queries` audio patches, drawn without replacement from the
 step's PRNG key, shared by the batch) and compares them with the targets at the same
-indices. Evaluation reconstructs whole clips, decoding the queries in `model.eval_chunks`
-chunks (each chunk re-encodes the clip, as DeepMind's demo does).
+indices. Evaluation reconstructs whole clips in one call: the clip is encoded once and
+its queries are built, decoded and projected `model.eval_decode_chunk_size` at a time
+(DeepMind's demo re-encodes the clip for every chunk of queries instead).
 
 Loss per clip: image_weight * MSE(pixels in [0, 1]) + audio_weight * MSE(samples in
 [-1, 1]) + label_weight * softmax cross-entropy(label). Metrics: video PSNR and audio PSNR,
@@ -89,7 +90,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.decoder_num_channels = 128
   m.train_image_queries = 1024   # Pixels decoded per training step (random subset).
   m.train_audio_queries = 64     # Audio patches decoded per training step.
-  m.eval_chunks = 4              # Whole-clip decoding in this many chunks of queries.
+  m.eval_decode_chunk_size = 16384  # Whole-clip eval decodes this many queries at a
+                                    # time (memory: one chunk's queries and outputs).
   m.image_weight = 1.0
   m.audio_weight = 1.0
   m.label_weight = 0.01
@@ -152,7 +154,7 @@ def model_kwargs(config: ml_collections.ConfigDict, num_classes: Optional[int]) 
 
 
 def make_model(kwargs: dict, *, train_image_queries: int, train_audio_queries: int,
-               eval_chunks: int) -> hk.TransformedWithState:
+               eval_decode_chunk_size: int) -> hk.TransformedWithState:
   """The task model around zoo.video_autoencoder(**kwargs); same parameters.
 
   apply(params, state, rng, batch, is_training) with batch {'image': [B, T, S, S, 3],
@@ -162,6 +164,12 @@ def make_model(kwargs: dict, *, train_image_queries: int, train_audio_queries: i
     evaluation: {'image': [B, T * S * S, 3], 'audio': [B, T * A], 'label': [B, K]}.
   """
   net = zoo.video_autoencoder(**kwargs)
+  if (isinstance(eval_decode_chunk_size, bool)
+      or not isinstance(eval_decode_chunk_size, int) or eval_decode_chunk_size < 1):
+    raise ValueError('model.eval_decode_chunk_size must be a positive int, got '
+                     f'{eval_decode_chunk_size!r}.')
+  # The same parameters, decoding whole clips chunk by chunk.
+  eval_net = zoo.video_autoencoder(decode_chunk_size=eval_decode_chunk_size, **kwargs)
   t, s = kwargs['num_frames'], kwargs['image_size']
   num_pixels = t * s * s
   num_patches = t * kwargs['audio_samples_per_frame'] // kwargs['samples_per_patch']
@@ -170,9 +178,6 @@ def make_model(kwargs: dict, *, train_image_queries: int, train_audio_queries: i
                               num_patches)):
     if not 1 <= value <= total:
       raise ValueError(f'{name} must be in [1, {total}], got {value}.')
-  if eval_chunks < 1 or num_pixels % eval_chunks or num_patches % eval_chunks:
-    raise ValueError(f'model.eval_chunks ({eval_chunks}) must divide the {num_pixels} '
-                     f'pixel queries and the {num_patches} audio-patch queries.')
 
   def init(rng, batch, is_training=True):
     points = {'image': jnp.arange(1), 'audio': jnp.arange(1)}
@@ -190,19 +195,11 @@ def make_model(kwargs: dict, *, train_image_queries: int, train_audio_queries: i
                              {'image': image_index, 'audio': audio_index},
                              is_training=True)
       return dict(out, image_index=image_index, audio_index=audio_index), state
-    image_chunks = jnp.arange(num_pixels).reshape(eval_chunks, -1)
-    audio_chunks = jnp.arange(num_patches).reshape(eval_chunks, -1)
-
-    def decode(chunk):
-      out, _ = net.apply(params, state, rng, images, audio,
-                         {'image': chunk[0], 'audio': chunk[1]}, is_training=False)
-      return out
-
-    outs = jax.lax.map(decode, (image_chunks, audio_chunks))  # leaves [C, B, ...]
-    b = images.shape[0]
-    image = jnp.moveaxis(outs['image'], 0, 1).reshape(b, num_pixels, 3)
-    audio_out = jnp.moveaxis(outs['audio'], 0, 1).reshape(b, -1)
-    return {'image': image, 'audio': audio_out, 'label': outs['label'][0]}, state
+    # Every query, placed as subsampled queries are (the positions training saw: the
+    # published decoder puts subsampled points at -1 + 2 i / n, the full grid at
+    # linspace(-1, 1)); encoded once, decoded chunk by chunk.
+    every = {'image': jnp.arange(num_pixels), 'audio': jnp.arange(num_patches)}
+    return eval_net.apply(params, state, rng, images, audio, every, is_training=False)
 
   return hk.TransformedWithState(init=init, apply=apply)
 
@@ -263,7 +260,8 @@ def build(config: ml_collections.ConfigDict) -> Task:
   kwargs = model_kwargs(config, num_classes)
   spp = kwargs['samples_per_patch']
   model = make_model(kwargs, train_image_queries=m.train_image_queries,
-                     train_audio_queries=m.train_audio_queries, eval_chunks=m.eval_chunks)
+                     train_audio_queries=m.train_audio_queries,
+                     eval_decode_chunk_size=m.eval_decode_chunk_size)
 
   def errors(outputs, batch):
     image, audio = targets(outputs, batch, spp)
@@ -366,7 +364,8 @@ def predict(args: list[str]) -> int:
   kwargs = model_kwargs(config, num_classes)
   m, d = config.model, config.data
   model = make_model(kwargs, train_image_queries=m.train_image_queries,
-                     train_audio_queries=m.train_audio_queries, eval_chunks=m.eval_chunks)
+                     train_audio_queries=m.train_audio_queries,
+                     eval_decode_chunk_size=m.eval_decode_chunk_size)
   t, s, a = kwargs['num_frames'], kwargs['image_size'], kwargs['audio_samples_per_frame']
   sample = {'image': np.zeros((1, t, s, s, 3), np.float32),
             'audio': np.zeros((1, t * a, 1), np.float32), 'label': np.zeros(1, np.int32)}

@@ -240,3 +240,18 @@ def test_map_chunks_overlaps_the_last_chunk_and_keeps_row_order():
     hk.transform(lambda: chunking.map_chunks(
         fn, {'a': jnp.zeros((2, 7, 3)), 'mask': jnp.ones((2, 6), bool)},
         chunk_size=3)).apply({}, None)
+
+
+def test_map_chunks_hands_size_one_leaves_to_every_chunk_whole():
+  """A [B, 1, ...] leaf (e.g. a padding vector) is broadcast, not sliced."""
+  xs = {'a': jnp.arange(2 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 3),
+        'pad': jnp.asarray([[[10.0]], [[20.0]]])}  # [2, 1, 1]
+  seen = []
+
+  def fn(chunk):
+    seen.append(chunk['pad'].shape)
+    return chunk['a'] + chunk['pad']
+
+  out = hk.transform(lambda: chunking.map_chunks(fn, xs, chunk_size=3)).apply({}, None)
+  np.testing.assert_array_equal(out, np.asarray(xs['a']) + np.asarray(xs['pad']))
+  assert set(seen) == {(2, 1, 1)}

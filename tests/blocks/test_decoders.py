@@ -13,6 +13,7 @@ from absl.testing import parameterized
 
 import chex
 from perceiver_agents.blocks import decoders
+from perceiver_agents.blocks import position
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import helpers  # noqa: E402  (tests/helpers.py)
@@ -408,3 +409,96 @@ def test_shared_queries_decode_like_repeated_queries(chunk):
   np.testing.assert_allclose(
       shared, t.apply(params, None, jnp.broadcast_to(query, (B, 7, C)), z, mask),
       rtol=1e-5, atol=1e-6)
+
+
+def _multimodal_chunked(chunk, lazy):
+  fourier = dict(FOURIER, lazy_queries=lazy)
+  return decoders.MultimodalDecoder(
+      modalities={
+          'image': decoders.BasicDecoder(output_num_channels=F,
+                                         output_index_dims=(2, 3), **fourier),
+          'audio': decoders.BasicDecoder(
+              output_num_channels=F, output_index_dims=(5,),
+              trainable_position_encoding_kwargs=dict(num_channels=4)),
+          'label': decoders.ClassificationDecoder(
+              4, trainable_position_encoding_kwargs=dict(num_channels=6)),
+      },
+      output_num_channels=F, min_padding_size=2, num_heads=1,
+      decode_chunk_size=chunk)
+
+
+class _Post(hk.Module):
+  """A position-wise postprocessor that records the row counts it is called on."""
+  position_wise = True
+  calls = []
+
+  def __call__(self, x, *, is_training, pos=None, modality_sizes=None):
+    _Post.calls.append(x.shape[1])
+    return hk.Linear(2)(x)
+
+
+@pytest.mark.parametrize('lazy', [False, True])
+def test_chunked_multimodal_decoder_equals_unchunked(lazy):
+  """decode_chunk_size: per-modality PaddedQueries, decoded (and position-wise
+  postprocessed) chunk by chunk: the same outputs and gradients as all at once."""
+  from perceiver_agents.encoders import multimodal, outputs  # pylint: disable=g-import-not-at-top
+  inputs, z = helpers.rand(B, 6, C), helpers.rand(B, M, D, seed=1)
+  sizes = {'image': 2, 'audio': 3, 'label': 1}
+  mask = np.ones((B, 12), bool)
+  mask[:, 4] = False  # an audio query (audio 0-4, image 5-10, label 11)
+
+  def fn(inputs, z, chunk, with_post):
+    dec = _multimodal_chunked(chunk, lazy)
+    post = multimodal.MultimodalPostprocessor(modalities={
+        'image': _Post(name='image_post'),
+        'label': outputs.ClassificationPostprocessor(num_classes=3)})
+    query = dec.decoder_query(inputs, modality_sizes=sizes)
+    if chunk is None:  # the flat [B, O, E] path, postprocessed afterwards
+      out = dec(query, z, is_training=False, query_mask=mask)
+      return out, post(out, is_training=False,
+                       modality_sizes={'audio': 5, 'image': 6, 'label': 1})
+    flat = dec(query, z, is_training=False, query_mask=mask)
+    return flat, (dec(query, z, is_training=False, query_mask=mask,
+                      postprocessor=post) if with_post else None)
+
+  t = hk.transform(fn)
+  params = t.init(jax.random.PRNGKey(0), inputs, z, None, False)
+  want_flat, want_post = t.apply(params, None, inputs, z, None, False)
+  chex.assert_shape(want_flat, (B, 12, F))
+  _Post.calls.clear()
+  got_flat, got_post = t.apply(params, None, inputs, z, 4, True)
+  assert max(_Post.calls) <= 4  # the image postprocessor saw chunks only
+  np.testing.assert_allclose(got_flat, want_flat, rtol=1e-5, atol=1e-6)
+  assert sorted(got_post) == ['image', 'label']
+  for m in got_post:
+    np.testing.assert_allclose(got_post[m], want_post[m], rtol=1e-5, atol=1e-6)
+  grad = lambda chunk: jax.grad(lambda p: helpers.random_loss(
+      t.apply(p, None, inputs, z, chunk, chunk is not None)[1]))(params)
+  chex.assert_trees_all_close(grad(4), grad(None), rtol=1e-4, atol=1e-6)
+
+
+def test_chunked_multimodal_queries_stay_unexpanded():
+  inputs = helpers.rand(B, 6, C)
+
+  def fn(inputs):
+    return _multimodal_chunked(4, True).decoder_query(
+        inputs, modality_sizes={'image': 2, 'audio': 3, 'label': 1})
+
+  t = hk.transform(fn)
+  queries = t.apply(t.init(jax.random.PRNGKey(0), inputs), None, inputs)
+  assert isinstance(queries['image'], decoders.PaddedQueries)
+  assert isinstance(queries['image'].queries, position.LazyFourierFeatures)
+  assert queries['image'].shape == (1, 6, 12)  # shared: batch 1, width 10 + 2
+  assert queries['audio'].shape == (1, 5, 12)
+  chex.assert_shape(queries['image'].padding, (1, 1, 2))
+
+
+def test_lazy_queries_need_a_plain_fourier_grid():
+  with pytest.raises(ValueError, match='lazy_queries'):
+    hk.transform(lambda: decoders.BasicDecoder(
+        output_num_channels=F, output_index_dims=(3,), lazy_queries=True,
+        trainable_position_encoding_kwargs=dict(num_channels=4))).init(None)
+  with pytest.raises(ValueError, match='decode_chunk_size'):
+    hk.transform(lambda q, z: _multimodal_chunked(None, False)(
+        q, z, is_training=False, postprocessor=lambda *a, **k: a)).init(
+            None, helpers.rand(B, 4, C), helpers.rand(B, M, D))

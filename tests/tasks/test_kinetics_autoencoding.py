@@ -19,7 +19,7 @@ TINY = ['model.num_frames=4', 'model.image_size=16', 'model.num_latents=8',
         'model.num_self_attend_heads=2', 'model.decoder_num_channels=16',
         'model.audio_num_bands=4', 'model.image_num_bands=2',
         'model.train_image_queries=64', 'model.train_audio_queries=8',
-        'model.eval_chunks=2', 'train.batch_size=2', 'eval.batch_size=2',
+        'model.eval_decode_chunk_size=300', 'train.batch_size=2', 'eval.batch_size=2',
         'train.progress_bar=false', 'train.log_every=1', 'checkpoint.every=0',
         'eval.every=0']
 
@@ -47,7 +47,7 @@ def test_published_preset_has_the_released_param_tree():
   config.model.preset, config.data.sample_rate = 'published', 48000
   kwargs = kae.model_kwargs(config, 700)  # model.num_latents=0: the released 784.
   model = kae.make_model(kwargs, train_image_queries=16, train_audio_queries=16,
-                         eval_chunks=128)
+                         eval_decode_chunk_size=16384)
   batch = {'image': jax.ShapeDtypeStruct((1, 16, 224, 224, 3), np.float32),
            'audio': jax.ShapeDtypeStruct((1, 30720, 1), np.float32)}
   params, _ = jax.eval_shape(lambda b: model.init(jax.random.PRNGKey(0), b), batch)
@@ -80,7 +80,7 @@ def test_training_subsamples_and_eval_reconstructs_whole_clips(clips):
   np.testing.assert_array_equal(image, flat[:, out['image_index']])
   patches = batch['audio'].reshape(2, -1, 16)[:, out['audio_index']]
   np.testing.assert_array_equal(audio, patches.reshape(2, -1))
-  # Whole clips: decoding in 2 chunks equals decoding the same queries directly.
+  # Whole clips: decoding 300 queries at a time equals decoding them all at once.
   full, _ = jax.jit(task.model.apply)(params, state, jax.random.PRNGKey(2), batch)
   assert full['image'].shape == (2, 4 * 16 * 16, 3) and full['audio'].shape == (2, 2560)
   kwargs = kae.model_kwargs(config, 2)
