@@ -12,7 +12,7 @@
     with and without remat_latents.
 (c) Whole-clip reconstruction with the published video autoencoder
     (zoo.PUBLISHED['video_autoencoder']: 16 x 224 x 224 pixels + 1,920 audio patches +
-    the label = 804,737 queries in one call, 20M random parameters): unchunked;
+    the label = 804,737 queries in one call, 17.5M random parameters): unchunked;
     decode_chunk_size (the queries built, decoded and postprocessed chunk by chunk,
     each modality on its own); and with the encoder's cross_attend_kv_chunk_size too.
 
