@@ -157,8 +157,8 @@ class BasicDecoder(Decoder):
     batch = inputs.shape[0]
     if subsampled_points is not None and self._lazy_queries:
       # [1, n, E] unexpanded (no features, the points' positions), shared.
-      pos = positions_of_indices(subsampled_points, self._output_index_dims)
-      query = self.output_pos_enc.lazy(jnp.zeros((1, pos.shape[0], 0)), pos=pos[None])
+      pos = positions_of_indices(subsampled_points, self._output_index_dims)[None]
+      query = self.output_pos_enc.lazy(jnp.zeros(pos.shape[:2] + (0,)), pos=pos)
     elif subsampled_points is not None:
       pos = positions_of_indices(subsampled_points, self._output_index_dims)
       pos = jnp.broadcast_to(pos[None], (batch,) + pos.shape)  # [B, O, d]
