@@ -50,6 +50,7 @@ import numpy as np
 import optax
 
 from perceiver_agents import zoo
+from perceiver_agents.blocks import chunking
 from perceiver_agents.data import kinetics as kinetics_data
 from perceiver_agents.data import media
 from perceiver_agents.data import sampling
@@ -164,10 +165,9 @@ def make_model(kwargs: dict, *, train_image_queries: int, train_audio_queries: i
     evaluation: {'image': [B, T * S * S, 3], 'audio': [B, T * A], 'label': [B, K]}.
   """
   net = zoo.video_autoencoder(**kwargs)
-  if (isinstance(eval_decode_chunk_size, bool)
-      or not isinstance(eval_decode_chunk_size, int) or eval_decode_chunk_size < 1):
-    raise ValueError('model.eval_decode_chunk_size must be a positive int, got '
-                     f'{eval_decode_chunk_size!r}.')
+  if eval_decode_chunk_size is None:
+    raise ValueError('model.eval_decode_chunk_size must be a positive int, got None.')
+  chunking.check_chunk_size(eval_decode_chunk_size, name='model.eval_decode_chunk_size')
   # The same parameters, decoding whole clips chunk by chunk.
   eval_net = zoo.video_autoencoder(decode_chunk_size=eval_decode_chunk_size, **kwargs)
   t, s = kwargs['num_frames'], kwargs['image_size']
