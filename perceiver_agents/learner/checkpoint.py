@@ -147,7 +147,7 @@ def _first_line(error: BaseException) -> str:
   lines = [l.strip() for e in chain for l in str(e).splitlines() if l.strip()]
   status = next((l for l in lines if _STATUS.search(l)), None)
   line = status or (lines[0] if lines else type(error).__name__)
-  return line[:300]
+  return line[:500]
 
 
 @contextlib.contextmanager
@@ -267,8 +267,9 @@ class Checkpointer:
       target: as for `restore`; None restores the saved tree as it is (host arrays).
       warn: called with one line per damaged step that was skipped (default:
         warnings.warn).
-      quarantine: move a damaged step's directory aside into `<directory>.damaged/`
-        (kept, not deleted), so a resumed run can write that step anew.
+      quarantine: once an intact step is restored, move the damaged newer ones aside
+        into `<directory>.damaged/` (kept, not deleted), so that a resumed run can write
+        those steps anew. Nothing is moved when no step restores.
 
     Raises:
       ValueError: no checkpoint at all.
@@ -280,7 +281,7 @@ class Checkpointer:
     steps = self.all_steps()
     if not steps:
       raise ValueError(f'directory: no checkpoint found in {self.directory}.')
-    failures = []
+    failures, damaged = [], []
     for step in reversed(steps):
       try:
         if target is None:
@@ -297,24 +298,27 @@ class Checkpointer:
         raise
       except DamagedCheckpointError as e:
         failures.append(str(e))
+        damaged.append(step)
         older = [s for s in steps if s < step]
         next_try = f'trying step {older[-1]}' if older else 'no older checkpoint'
-        moved = self._quarantine(step) if quarantine else ''
-        warn(f'{e} Skipping it{moved}; {next_try}.')
+        warn(f'{e} Skipping it; {next_try}.')
         continue
+      if quarantine:
+        for bad in damaged:
+          warn(f'moved damaged checkpoint {bad} to {self._quarantine(bad)}.')
       return step, state
     raise NoIntactCheckpointError(
         f'no intact checkpoint in {self.directory}: ' + ' '.join(failures))
 
   def _quarantine(self, step: int) -> str:
-    if jax.process_index() != 0:
-      return ''
-    aside = self.directory + '.damaged'
-    os.makedirs(aside, exist_ok=True)
-    dest = os.path.join(aside, f'{step}-{time.strftime("%Y%m%dT%H%M%S")}')
-    shutil.move(self.step_dir(step), dest)
+    """Moves step's directory into `<directory>.damaged/`; returns where it went."""
+    dest = os.path.join(self.directory + '.damaged',
+                        f'{step}-{time.strftime("%Y%m%dT%H%M%S")}')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      shutil.move(self.step_dir(step), dest)
     self._manager.reload()
-    return f' (moved to {dest})'
+    return dest
 
   def restore_as_saved(self, *, step: Optional[int] = None) -> dict:
     """Checkpoint `step` (default: latest) as it was saved: the TrainState's fields as a

@@ -176,7 +176,7 @@ def restore_latest(checkpoints: checkpoint_lib.Checkpointer, programs: Programs,
   """
   return checkpoints.restore_latest(
       checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
-      warn=_warn, quarantine=quarantine and jax.process_index() == 0)
+      warn=_warn, quarantine=quarantine)
 
 
 def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,

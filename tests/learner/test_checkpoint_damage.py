@@ -96,7 +96,7 @@ def test_resumed_train_moves_the_damaged_step_aside_and_continues(trained, tmp_p
   result = learner.train(task, config, workdir)
   assert result.step == 4
   err = capsys.readouterr().err
-  assert 'checkpoint 3' in err and 'moved to' in err
+  assert 'checkpoint 3' in err and 'moved damaged checkpoint 3 to' in err
   aside = os.listdir(os.path.join(workdir, 'checkpoints.damaged'))
   assert len(aside) == 1 and aside[0].startswith('3-')  # Kept, not deleted.
   assert learner.Checkpointer(os.path.join(workdir, 'checkpoints')).all_steps() == [2, 3, 4]
@@ -153,3 +153,16 @@ def test_async_saves_get_manifests(tmp_path, toy):
   for step in (1, 2, 3):
     assert checkpoint_lib.verify_manifest(
         str(tmp_path / 'checkpoints' / str(step))) == ''
+
+
+def test_train_with_every_checkpoint_damaged_fails_and_moves_nothing(trained, tmp_path,
+                                                                      toy):
+  workdir = trained(tmp_path / 'run')
+  for step in (1, 2, 3):
+    truncate(os.path.join(workdir, 'checkpoints', str(step)))
+  task, config = toy('train.steps=4', 'checkpoint.every=1', 'eval.every=0')
+  with pytest.raises(checkpoint_lib.NoIntactCheckpointError):
+    learner.train(task, config, workdir)
+  # A second attempt must not silently start from scratch.
+  assert learner.Checkpointer(os.path.join(workdir, 'checkpoints')).all_steps() == [1, 2, 3]
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints.damaged'))
