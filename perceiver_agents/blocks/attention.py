@@ -195,6 +195,7 @@ class Attention(hk.Module):
     at a time. Returns [B, Q, output_channels].
     """
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
+    checks.check_floating(inputs_kv, name='inputs_kv')
     batch, kv_len, _ = inputs_kv.shape
     q_len = _check_queries(inputs_q, batch)
     if attention_mask is not None:
@@ -271,6 +272,7 @@ def _check_queries(inputs_q: jax.Array, batch: int) -> int:
   if inputs_q.ndim == 3 and inputs_q.shape[0] != batch:
     raise ValueError(f'inputs_kv batch {batch} does not match inputs_q '
                      f'batch {inputs_q.shape[0]}.')
+  checks.check_floating(inputs_q, name='inputs_q')
   return inputs_q.shape[-2]
 
 
@@ -326,6 +328,7 @@ class SelfAttention(hk.Module):
                attention_mask: Optional[jax.Array] = None) -> jax.Array:
     """Maps [B, N, C] to [B, N, C]; `attention_mask` is an optional [B, N, N]."""
     checks.check_rank(inputs, 3, name='inputs')
+    checks.check_floating(inputs, name='inputs')
     channels = inputs.shape[-1]
     checks.check_divisible(self._qk_channels or channels, self._num_heads,
                            name='qk_channels' if self._qk_channels
@@ -391,6 +394,7 @@ class CrossAttention(hk.Module):
     position.LazyFourierFeatures (expanded per kv chunk).
     """
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
+    checks.check_floating(inputs_kv, name='inputs_kv')
     batch = inputs_kv.shape[0]
     _check_queries(inputs_q, batch)
     output_channels = inputs_q.shape[-1]

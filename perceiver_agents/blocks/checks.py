@@ -42,3 +42,10 @@ def check_choice(value, choices: Sequence[str], *, name: str) -> None:
 def check_positive(value: Optional[int], *, name: str) -> None:
   if value is not None and value <= 0:
     raise ValueError(f'{name} must be positive, got {value}.')
+
+
+def check_floating(x, *, name: str) -> None:
+  """Raises ValueError unless `x` holds floating-point values (activations, queries)."""
+  dtype = np.dtype(x.dtype if hasattr(x, 'dtype') else np.asarray(x).dtype)
+  if not (np.issubdtype(dtype, np.floating) or dtype.name == 'bfloat16'):
+    raise ValueError(f'{name} must be a floating-point array, got dtype {dtype.name}.')

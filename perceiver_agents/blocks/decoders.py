@@ -105,6 +105,7 @@ class BasicDecoder(Decoder):
                name: str = 'basic_decoder'):
     super().__init__(name=name)
     checks.check_positive(num_heads, name='num_heads')
+    checks.check_positive(output_num_channels, name='output_num_channels')
     chunking.check_chunk_size(decode_chunk_size, name='decode_chunk_size')
     self._decode_chunk_size = decode_chunk_size
     if lazy_queries and (position_encoding_type != 'fourier' or project_pos_dim > 0
@@ -116,6 +117,10 @@ class BasicDecoder(Decoder):
       output_index_dims = (int(output_index_dims),)
     self._output_index_dims = (tuple(output_index_dims)
                                if output_index_dims is not None else None)
+    if self._output_index_dims is not None and (
+        not self._output_index_dims or min(self._output_index_dims) < 1):
+      raise ValueError('output_index_dims must be positive sizes, got '
+                       f'{self._output_index_dims}.')
     self._position_encoding_type = position_encoding_type
     self.output_pos_enc = None
     if position_encoding_type != 'none':
@@ -192,6 +197,7 @@ class BasicDecoder(Decoder):
     the result is then its outputs for all O queries.
     """
     checks.check_rank(z, 3, name='z')
+    checks.check_floating(z, name='z')
     if query.ndim not in (2, 3):
       raise ValueError('query must be [B, O, E] or [O, E] (shared by every example), '
                        f'got shape {tuple(query.shape)}.')
@@ -273,6 +279,7 @@ class ProjectionDecoder(Decoder):
 
   def __call__(self, query, z, *, is_training, query_mask=None):
     checks.check_rank(z, 3, name='z')
+    checks.check_floating(z, name='z')
     pooled = jnp.mean(z, axis=1)  # [B, D]
     return layers.Linear(self._num_classes, w_init=jnp.zeros,
                          name='logits')(pooled)

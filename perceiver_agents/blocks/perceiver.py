@@ -128,6 +128,7 @@ class PerceiverEncoder(hk.Module):
     `input_mask` [B, N] is truthy where an input position is valid. Returns [B, M, D].
     """
     checks.check_rank(inputs, 3, name='inputs')
+    checks.check_floating(inputs, name='inputs')
     if z.ndim not in (2, 3):
       raise ValueError(f'z must be [B, M, D] or [M, D], got shape {tuple(z.shape)}.')
     attention_mask = None
