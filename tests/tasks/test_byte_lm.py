@@ -113,3 +113,26 @@ def test_train_then_generate_from_the_command_line(corpus, tmp_path, capsys):
   assert cli.main(['generate', 'byte_lm', '--checkpoint', str(tmp_path / 'nothing'),
                    '--prompt', 'ab']) == 2
   assert 'is not a training workdir' in capsys.readouterr().err
+
+
+def test_generate_from_a_run_whose_latest_checkpoint_is_damaged(corpus, tmp_path, capsys):
+  import os  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  overrides = [f'--config.data.files={corpus / "*.txt"}', '--config.data.eval_fraction=0.25',
+               '--config.model.max_context=32', '--config.model.num_latents=8',
+               '--config.model.num_channels=16', '--config.model.num_heads=2',
+               '--config.model.num_cross_heads=1', '--config.model.num_layers=1',
+               '--config.train.batch_size=4', '--config.eval.batch_size=16',
+               '--config.train.steps=2', '--config.train.progress_bar=false',
+               '--config.eval.every=0', '--config.checkpoint.every=1']
+  assert cli.main(['train', 'byte_lm', '--workdir', workdir] + overrides) == 0
+  capsys.readouterr()
+  os.remove(os.path.join(workdir, 'checkpoints', '2', 'default', '_METADATA'))
+  assert cli.main(['generate', 'byte_lm', '--checkpoint', workdir, '--prompt', 'The qu',
+                   '--num-bytes', '3', '--temperature', '0']) == 0
+  captured = capsys.readouterr()
+  assert captured.out.startswith('The qu')
+  err = [l for l in captured.err.splitlines() if l.strip()]
+  assert len(err) == 2, err
+  assert 'checkpoint 2' in err[0] and '_METADATA' in err[0]
+  assert 'using checkpoint 1' in err[1]
