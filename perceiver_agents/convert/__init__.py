@@ -155,7 +155,8 @@ def to_transformers(name_or_kwargs: Union[str, tuple], params: Mapping[str, Any]
                     state: Optional[Mapping[str, Any]] = None, out_dir: str = '', *,
                     kwargs: Optional[Mapping[str, Any]] = None,
                     hidden_act: Optional[str] = None,
-                    base_config: Optional[Mapping[str, Any]] = None) -> str:
+                    base_config: Optional[Mapping[str, Any]] = None,
+                    dtype: Optional[str] = None) -> str:
   """Writes `out_dir`/config.json + model.safetensors for transformers' from_pretrained.
 
   name_or_kwargs: a zoo name (its published kwargs, or `kwargs`) or a
@@ -164,6 +165,8 @@ def to_transformers(name_or_kwargs: Union[str, tuple], params: Mapping[str, Any]
   hidden_act: the GELU (default: base_config's, else 'gelu_new', the published
     models' tanh approximation).
   base_config: a config.json to keep the size-independent keys of (id2label, ...).
+  dtype: 'float32' or 'float16' for the floating tensors (default: base_config's
+    dtype, else float32).
   Returns out_dir. Raises ValueError for options transformers cannot express and for
   parameters that do not fit the model.
   """
@@ -194,12 +197,21 @@ def to_transformers(name_or_kwargs: Union[str, tuple], params: Mapping[str, Any]
   _check_fits(params, expected['params'], 'params')
   _check_fits(state or {}, expected['state'], 'state')
   tensors = mapping.to_state_dict(params, state or {}, model=name)
+  dtype = dtype or base.get('dtype') or base.get('torch_dtype') or 'float32'
+  if dtype not in _DTYPES:
+    raise ValueError(f'dtype: {dtype!r}; expected one of {sorted(_DTYPES)}.')
+  tensors = {k: v.astype(_DTYPES[dtype]) if v.dtype.kind == 'f' else v
+             for k, v in tensors.items()}
+  config['dtype'] = dtype
   os.makedirs(out_dir, exist_ok=True)
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   save_file(tensors, os.path.join(out_dir, SAFETENSORS_FILE), metadata={'format': 'pt'})
   with open(os.path.join(out_dir, CONFIG_FILE), 'w') as f:
     json.dump(config, f, indent=2, sort_keys=True)
   return out_dir
+
+
+_DTYPES = {'float32': np.float32, 'float16': np.float16}
 
 
 def _check_fits(tree: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:

@@ -186,7 +186,7 @@ def transformers_config(name: str, kwargs: Mapping[str, Any], *,
   encoder = dict(kwargs.get('encoder', {}))
   enc = _with_defaults(encoder, blocks.PerceiverEncoder.__init__)
   config = dict(base or {})
-  for key in ('_name_or_path', 'torch_dtype', 'dtype', 'transformers_version'):
+  for key in ('_name_or_path', 'torch_dtype', 'transformers_version'):
     config.pop(key, None)
   config.update(
       architectures=[CLASS_OF[name]], model_type='perceiver', hidden_act=hidden_act,
