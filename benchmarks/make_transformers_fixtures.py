@@ -208,25 +208,41 @@ def write_fixture(cls: str, out: str, seed: int) -> dict:
 
 
 def check_published(cls: str) -> dict:
-  """The published size: transformers' count against the zoo's, every tensor mapped."""
+  """The published size: transformers' count against the zoo's, every tensor mapped.
+
+  transformers' model is built on torch's meta device (shapes, no memory) and its state
+  dict handed to the mapping as zero-stride arrays of those shapes: the same checks as
+  from_transformers on a saved folder (every key, every shape), without writing GBs.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   from perceiver_agents import convert  # pylint: disable=g-import-not-at-top
+  from perceiver_agents import zoo  # pylint: disable=g-import-not-at-top
   from perceiver_agents.convert import hf_config  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.convert import mapping  # pylint: disable=g-import-not-at-top
   config = transformers.PerceiverConfig(**PUBLISHED[cls])
-  model = getattr(transformers, cls)(config)
+  with torch.device('meta'):
+    model = getattr(transformers, cls)(config)
   hf_count = sum(p.numel() for p in model.parameters())
-  with tempfile.TemporaryDirectory() as folder:
-    model.save_pretrained(folder)
-    del model
-    converted = convert.from_transformers(folder)  # raises on any unmapped tensor
-  zoo_count = sum(int(np.prod(np.shape(x))) for m in converted.params.values()
-                  for x in m.values())
-  published = hf_config.canonical(converted.name, __import__(
-      'perceiver_agents.zoo', fromlist=['PUBLISHED']).PUBLISHED[converted.name][1])
-  got = hf_config.canonical(converted.name, converted.kwargs)
+  dtypes = {torch.float32: np.float32, torch.int64: np.int64}
+  state_dict = {k: np.broadcast_to(np.zeros((), dtypes[v.dtype]), tuple(v.shape))
+                for k, v in model.state_dict().items()}
+  saved = json.loads(config.to_json_string())
+  saved['architectures'] = [cls]
+  name, kwargs = hf_config.builder_kwargs(saved)
+  built = convert.build(name, kwargs, exact_gelu=hf_config.gelu_is_exact(saved))
+  side = saved.get('image_size') if name.startswith('imagenet_') else None
+  expected = convert.expected_trees(built, convert.sample_inputs(name, kwargs,
+                                                                 image_size=side))
+  # Raises, listing them, on any missing, unexpected or misshapen tensor.
+  params, _ = mapping.to_haiku(state_dict, expected, model=name, where=cls)
+  zoo_count = sum(int(np.prod(np.shape(x))) for m in params.values() for x in m.values())
+  published = hf_config.canonical(name, zoo.PUBLISHED[name][1])
+  got = hf_config.canonical(name, kwargs)
   differ = sorted(k for k in set(published) | set(got) if published.get(k) != got.get(k))
-  return {'class': cls, 'zoo_name': converted.name, 'transformers_params': hf_count,
-          'converted_params': zoo_count, 'options_unlike_published': differ}
+  return {'class': cls, 'zoo_name': name, 'transformers_params': hf_count,
+          'converted_params': zoo_count, 'tensors': len(state_dict),
+          'options_unlike_published': differ}
 
 
 def main():
