@@ -70,10 +70,42 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
     try:
       return dict(load_file(path))
-    except (SafetensorError, OSError, ValueError, TypeError) as e:
+    except TypeError as e:
+      if 'bfloat16' not in str(e):
+        raise ValueError(f'{path}: not a readable safetensors file: {e}') from None
+      return _read_bfloat16_safetensors(path)
+    except (SafetensorError, OSError, ValueError) as e:
       raise ValueError(f'{path}: not a readable safetensors file (truncated or '
                        f'corrupt?): {e}') from None
   return load_pytorch_bin(path)
+
+
+def _read_bfloat16_safetensors(path: str) -> dict[str, np.ndarray]:
+  """A safetensors file holding bfloat16 tensors, which numpy's API cannot type.
+
+  The format: an 8-byte little-endian header length, a JSON header {name: {dtype,
+  shape, data_offsets}}, then the raw little-endian data.
+  """
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  dtypes = {'BF16': ml_dtypes.bfloat16, 'F16': np.float16, 'F32': np.float32,
+            'F64': np.float64, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
+            'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    size = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + size])
+    header.pop('__metadata__', None)
+    out = {}
+    for key, entry in header.items():
+      start, end = entry['data_offsets']
+      raw = data[8 + size + start:8 + size + end]
+      array = np.frombuffer(raw, np.dtype(dtypes[entry['dtype']]).newbyteorder('<'))
+      out[key] = array.reshape(entry['shape']).copy()
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{path}: not a readable safetensors file (truncated or '
+                     f'corrupt?): {type(e).__name__}: {e}') from None
+  return out
 
 
 def _weights_file(directory: str) -> str:

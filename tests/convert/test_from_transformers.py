@@ -213,3 +213,24 @@ def test_options_transformers_cannot_express_are_refused():
   config = hf_config.transformers_config(
       'optical_flow', dict(flow, decode_chunk_size=1024, flow_scale_factor=1.0))
   assert config['architectures'] == ['PerceiverForOpticalFlow']
+
+
+def test_bfloat16_safetensors_are_read(tmp_path):
+  """numpy's safetensors API cannot type bfloat16; those files are read directly."""
+  import ml_dtypes
+  tensors = {'a': np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16),
+             'b': np.array([3], np.int64)}
+  header, offset, blobs = {}, 0, []
+  for key, value in tensors.items():
+    raw = value.tobytes()
+    header[key] = {'dtype': 'BF16' if value.dtype == ml_dtypes.bfloat16 else 'I64',
+                   'shape': list(value.shape), 'data_offsets': [offset, offset + len(raw)]}
+    offset += len(raw)
+    blobs.append(raw)
+  text = json.dumps(header).encode()
+  path = tmp_path / 'model.safetensors'
+  path.write_bytes(len(text).to_bytes(8, 'little') + text + b''.join(blobs))
+  read = convert.read_state_dict(str(path))
+  assert read['a'].dtype == ml_dtypes.bfloat16 and read['b'].dtype == np.int64
+  np.testing.assert_array_equal(read['a'].astype(np.float32), np.arange(6).reshape(2, 3))
+  np.testing.assert_array_equal(read['b'], [3])
