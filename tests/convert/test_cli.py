@@ -82,3 +82,22 @@ def test_predict_mlm_takes_a_transformers_folder(tmp_path, capsys):
   # A transformers MLM whose decoder the task cannot tie to its encoder is refused.
   with pytest.raises(ValueError, match='the mlm task cannot build this model'):
     mlm.load_mlm_params(str(FIXTURES / 'PerceiverForMaskedLM'))
+
+
+def test_load_for_predict_takes_a_transformers_folder(tmp_path):
+  """A task's predict (here optical_flow's) restores weights from a transformers folder."""
+  from perceiver_agents.tasks import optical_flow
+  from perceiver_agents.tasks import workdir
+  overrides = ['model.train_size=(8, 8)', 'model.num_bands=64', 'model.num_latents=4',
+               'model.num_latent_channels=16', 'model.num_self_attends=1',
+               'model.num_self_attend_heads=2']
+  config = apply_overrides(optical_flow.get_config(), overrides)
+  kwargs = optical_flow.model_kwargs(config)
+  flow = convert.build('optical_flow', kwargs)
+  params = jax.jit(flow.init)(jax.random.PRNGKey(0), np.zeros((1, 2, 8, 8, 3), np.float32))
+  folder = tmp_path / 'optical-flow-perceiver'
+  convert.to_transformers(('optical_flow', kwargs), params, None, str(folder))
+  _, restored, state = workdir.load_for_predict(
+      optical_flow, 'optical_flow', str(folder), overrides, optical_flow._zero_batch)  # pylint: disable=protected-access
+  jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(params))
+  assert state == {}
