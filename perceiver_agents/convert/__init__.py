@@ -184,7 +184,7 @@ def from_transformers(path: str) -> Converted:
 
 
 def to_transformers(name_or_kwargs: Union[str, tuple], params: Mapping[str, Any],
-                    state: Optional[Mapping[str, Any]] = None, out_dir: str = '', *,
+                    state: Optional[Mapping[str, Any]], out_dir: str, *,
                     kwargs: Optional[Mapping[str, Any]] = None,
                     hidden_act: Optional[str] = None,
                     base_config: Optional[Mapping[str, Any]] = None,
@@ -193,7 +193,8 @@ def to_transformers(name_or_kwargs: Union[str, tuple], params: Mapping[str, Any]
 
   name_or_kwargs: a zoo name (its published kwargs, or `kwargs`) or a
     (name, kwargs) pair such as zoo.PUBLISHED's values' counterpart (name first).
-  params, state: the model's Haiku trees (numpy or JAX arrays).
+  params, state: the model's Haiku trees (numpy or JAX arrays; state None or {} for
+    models without).
   hidden_act: the GELU (default: base_config's, else 'gelu_new', the published
     models' tanh approximation).
   base_config: a config.json to keep the size-independent keys of (id2label, ...).
