@@ -4,6 +4,7 @@
     perceiver-agents eval TASK --workdir DIR [--config.a.b=VALUE ...] [--distributed]
     perceiver-agents list
     perceiver-agents predict|generate TASK ARGS...   (tasks that define them)
+    perceiver-agents convert --from-transformers DIR --out W.npz | --to-transformers DIR ...
 
 `train` resumes from the newest intact checkpoint in DIR if there is one. Every command
 on a workdir applies the run's recorded overrides (DIR/run.json) first and the new ones on
@@ -101,6 +102,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] in TASK_COMMANDS:
     return _task_command(argv[0], argv[1:])
+  if argv and argv[0] == 'convert':  # transformers' checkpoints (convert/cli.py)
+    from perceiver_agents.convert import cli as convert_cli  # pylint: disable=g-import-not-at-top
+    return convert_cli.main(argv[1:])
   parser = _parser()
   args, extra = parser.parse_known_args(argv)
   if args.command == 'list':

@@ -160,7 +160,8 @@ def video_autoencoder(*, num_frames: int, image_size: int,
                       audio_num_bands: int = 192, image_num_bands: int = 32,
                       image_spatial_downsample: int = 4,
                       decoder_num_channels: int = 512,
-                      decode_chunk_size: Optional[int] = None
+                      decode_chunk_size: Optional[int] = None,
+                      label_num_channels: Optional[int] = None
                       ) -> hk.TransformedWithState:
   """Kinetics video + audio + label autoencoder (multimodal Perceiver IO).
 
@@ -173,7 +174,8 @@ def video_autoencoder(*, num_frames: int, image_size: int,
   from video and audio alone. Decode a whole clip chunk by chunk via `subsampling`,
   or in one call with `decode_chunk_size` (queries built, cross-attended and
   postprocessed at most that many at a time, inside the model: same outputs, bounded
-  memory).
+  memory). `label_num_channels` is the width of the label's learned query
+  (default decoder_num_channels, as published; transformers' config can set another).
   """
   n_audio = num_frames * audio_samples_per_frame
   if n_audio % samples_per_patch:
@@ -234,7 +236,8 @@ def video_autoencoder(*, num_frames: int, image_size: int,
             'label': blocks.ClassificationDecoder(
                 num_classes, position_encoding_type='trainable',
                 trainable_position_encoding_kwargs=dict(
-                    num_channels=decoder_num_channels, init_scale=0.02),
+                    num_channels=label_num_channels or decoder_num_channels,
+                    init_scale=0.02),
                 concat_preprocessed_input=False, use_query_residual=False),
         },
         output_num_channels=decoder_num_channels, use_query_residual=False,

@@ -72,13 +72,25 @@ def patches_for_flow(images: jax.Array) -> jax.Array:
   return jnp.stack([extract_patches(images[:, t]) for t in range(2)], axis=1)
 
 
+DOWNSAMPLE_PADDINGS = ('same', 'torch')
+
+
 class Conv2DDownsample(hk.Module):
-  """Downsamples 4x per layer: 7x7/2 convolution, batch norm, ReLU, 3x3/2 max-pool."""
+  """Downsamples 4x per layer: 7x7/2 convolution, batch norm, ReLU, 3x3/2 max-pool.
+
+  padding 'same' is the published model's (TF 'SAME' for both; [B, 224, 224, C] ->
+  [B, 56, 56, F]). 'torch' is transformers' port of it (PerceiverForImageClassification
+  ConvProcessing): the convolution zero-pads 3 pixels on every side and the max-pool
+  none, so 224 -> 112 -> 55 and the sampling grid is shifted by one pixel.
+  """
 
   def __init__(self, *, num_layers: int = 1, num_channels: int = 64,
                use_batchnorm: bool = True, bn_config: Optional[dict] = None,
-               name: Optional[str] = None):
+               padding: str = 'same', name: Optional[str] = None):
     super().__init__(name=name)
+    checks.check_choice(padding, DOWNSAMPLE_PADDINGS, name='padding')
+    self._pool_padding = 'SAME' if padding == 'same' else 'VALID'
+    conv_padding = 'SAME' if padding == 'same' else ((3, 3), (3, 3))
     bn_config = dict(bn_config or {})
     bn_config.setdefault('decay_rate', 0.9)
     bn_config.setdefault('eps', 1e-5)
@@ -87,7 +99,7 @@ class Conv2DDownsample(hk.Module):
     self.layers = []
     for _ in range(num_layers):
       conv = hk.Conv2D(output_channels=num_channels, kernel_shape=7, stride=2,
-                       with_bias=False, padding='SAME', name='conv')
+                       with_bias=False, padding=conv_padding, name='conv')
       norm = hk.BatchNorm(name='batchnorm', **bn_config) if use_batchnorm else None
       self.layers.append((conv, norm))
 
@@ -101,7 +113,7 @@ class Conv2DDownsample(hk.Module):
         out = norm(out, is_training, test_local_stats)
       out = jax.nn.relu(out)
       out = hk.max_pool(out, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
-                        padding='SAME')
+                        padding=self._pool_padding)
     return out
 
 
@@ -156,6 +168,8 @@ class ImagePreprocessor(PositionalPreprocessor):
     'patches': space-to-depth blocks of spatial_downsample^2 (x temporal_downsample)
       pixels, optionally followed by a linear layer (`conv_after_patching`).
     'pixels': raw pixels, subsampled by striding.
+  `conv_padding` ('conv' only): Conv2DDownsample's padding, 'same' (published) or
+  'torch' (transformers' port).
   Then a position encoding over the remaining index dims is concatenated (or added);
   `lazy_position_features` leaves a Fourier one for the chunked consumers to expand
   (PositionalPreprocessor).
@@ -172,6 +186,7 @@ class ImagePreprocessor(PositionalPreprocessor):
                trainable_position_encoding_kwargs: Optional[dict] = None,
                fourier_position_encoding_kwargs: Optional[dict] = None,
                lazy_position_features: bool = False,
+               conv_padding: str = 'same',
                name: Optional[str] = None):
     super().__init__(
         position_encoding_type=position_encoding_type,
@@ -197,7 +212,8 @@ class ImagePreprocessor(PositionalPreprocessor):
                          f'(got {temporal_downsample}).')
       self.convnet = Conv2DDownsample(num_layers=int(round(num_layers)),
                                       num_channels=num_channels,
-                                      use_batchnorm=conv2d_use_batchnorm)
+                                      use_batchnorm=conv2d_use_batchnorm,
+                                      padding=conv_padding)
     elif prep_type == 'conv1x1':
       if temporal_downsample != 1:
         raise ValueError("prep_type='conv1x1' cannot downsample in time "

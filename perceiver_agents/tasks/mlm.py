@@ -51,6 +51,7 @@ from perceiver_agents.data import text as text_data
 from perceiver_agents.data import tfds_util
 from perceiver_agents.learner.checkpoint import Checkpointer
 from perceiver_agents.learner.config import apply_overrides, default_config
+from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import Task
 
@@ -306,12 +307,47 @@ def check_params_match(params: dict, model_config: ml_collections.ConfigDict, *,
                          f'{tuple(np.shape(got))}, the model needs {tuple(leaf.shape)}.')
 
 
+def _load_transformers(path: str) -> tuple[dict, ml_collections.ConfigDict, str]:
+  """(params, config, description) of a transformers PerceiverForMaskedLM folder.
+
+  The model runs as this task builds it (the published tanh GELU); its sizes come from
+  the folder's config.json and must be ones `model.*` can express.
+  """
+  from perceiver_agents import convert  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.convert import hf_config  # pylint: disable=g-import-not-at-top
+  converted = convert.from_transformers(path)
+  if converted.name != 'language_perceiver':
+    raise ValueError(f'--checkpoint: {path} holds a transformers '
+                     f'{converted.config.get("architectures")}, not PerceiverForMaskedLM.')
+  config = get_config()
+  want = hf_config.canonical(converted.name, converted.kwargs)
+  published = zoo.PUBLISHED['language_perceiver'][1]
+  config.model.published = want == hf_config.canonical(converted.name, published)
+  if not config.model.published:
+    m, encoder = config.model, converted.kwargs['encoder']
+    m.max_seq_len, m.d_model = converted.kwargs['max_seq_len'], converted.kwargs['d_model']
+    m.num_latents, m.num_latent_channels = encoder['z_index_dim'], encoder['num_z_channels']
+    m.num_self_attends = encoder['num_self_attends_per_block']
+    m.num_self_attend_heads = encoder['num_self_attend_heads']
+    m.num_cross_attend_heads = encoder['num_cross_attend_heads']
+    m.qk_channels = encoder['qk_channels'] or 0
+    got = hf_config.canonical(converted.name, model_kwargs(m))
+    differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if differ:
+      raise ValueError(f'--checkpoint: {path}: the mlm task cannot build this model '
+                       '(it ties the decoder to the encoder\'s heads and qk_channels); '
+                       'differs in ' + ', '.join(
+                           f'{k}={want.get(k)!r} (task: {got.get(k)!r})' for k in differ))
+  check_params_match(converted.params, config.model, source=f'transformers folder {path}')
+  return converted.params, config, f'transformers PerceiverForMaskedLM (folder {path})'
+
+
 def load_mlm_params(path: str) -> tuple[dict, ml_collections.ConfigDict, str]:
   """(params, config, description) of an MLM checkpoint.
 
   `path` is either a workdir of `train mlm` (or its checkpoints/ or checkpoints/<step>/
-  folder), or a DeepMind released checkpoint file (.pystate/.pickle), whose model is
-  the published configuration.
+  folder), a DeepMind released checkpoint file (.pystate/.pickle), whose model is
+  the published configuration, or a transformers PerceiverForMaskedLM folder.
   """
   if not os.path.exists(path):
     raise ValueError(f'--checkpoint: {path} does not exist.')
@@ -329,6 +365,8 @@ def load_mlm_params(path: str) -> tuple[dict, ml_collections.ConfigDict, str]:
     check_params_match(params, config.model, source=f'{path} (DeepMind file: the '
                        'published language model)')
     return params, config, f'DeepMind released language checkpoint (file {path})'
+  if pretrained.is_transformers_dir(path):
+    return _load_transformers(path)
   run_dir = _find_run_dir(path)
   if run_dir is None:
     raise ValueError(f'--checkpoint: {path} is a folder but not a workdir of '
@@ -419,7 +457,8 @@ def predict(args: list[str]) -> int:
       prog='perceiver-agents predict mlm',
       description='Fill masked byte spans: <mask:N> marks N bytes to predict.')
   parser.add_argument('--checkpoint', required=True,
-                      help='workdir of `train mlm`, or DeepMind\'s .pystate/.pickle file')
+                      help='workdir of `train mlm`, DeepMind\'s .pystate/.pickle file, '
+                      "or a transformers PerceiverForMaskedLM folder")
   parser.add_argument('--text', action='append', default=[],
                       help="text with <mask:N> markers (repeatable)")
   parser.add_argument('--text-file', action='append', default=[],

@@ -1,6 +1,7 @@
 """Starting a task's model from released weights (a trained workdir: tasks/workdir.py).
 
-  load_weights(path)              a released DeepMind `*.pystate` or our `.npz` -> (params, state)
+  load_weights(path)              a released DeepMind `*.pystate`, our `.npz` or a
+                                  transformers folder (convert) -> (params, state)
   load_checked(path, model)       the same, checked against the model's parameter tree
   start_from(model, path)         the model whose init returns those weights (checked)
 """
@@ -15,8 +16,19 @@ import numpy as np
 from perceiver_agents import params_io
 
 
+def is_transformers_dir(path: str) -> bool:
+  """A transformers save_pretrained folder (config.json + weights), not a workdir."""
+  from perceiver_agents import convert  # pylint: disable=g-import-not-at-top
+  return os.path.isdir(path) and convert.is_transformers_dir(path)
+
+
 def load_weights(path: str) -> Tuple[dict, dict]:
-  """(params, state) from a released `.pystate` file or a `params_io.save_params` `.npz`."""
+  """(params, state) from a released `.pystate` file, a `params_io.save_params` `.npz`
+  or a transformers folder (convert.from_transformers)."""
+  if is_transformers_dir(path):
+    from perceiver_agents import convert  # pylint: disable=g-import-not-at-top
+    converted = convert.from_transformers(path)
+    return converted.params, converted.state
   if not os.path.isfile(path):
     raise ValueError(f'{path}: checkpoint file not found.')
   if path.endswith('.npz'):

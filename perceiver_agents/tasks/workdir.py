@@ -176,7 +176,7 @@ def load_for_predict(module: Any, task: str, checkpoint: str, overrides: Sequenc
   data set). Anything else is a weights file for module.build_model(config) after
   `overrides`, checked by pretrained.load_checked. The model's init_checkpoint is off.
   """
-  if os.path.isdir(checkpoint):
+  if os.path.isdir(checkpoint) and not pretrained.is_transformers_dir(checkpoint):
     config = run_config(module, checkpoint, overrides, task=task)
     config.model.init_checkpoint = ''
     params, state = restore(module.build_model(config), config, checkpoint,

@@ -295,3 +295,16 @@ class ImagePostprocessorTest(chex.TestCase):
 ])
 def test_postprocessor_rejects_bad_config(kwargs, match):
   helpers.raises_on_init(postprocess_fn(**kwargs), helpers.rand(B, 2, 2, 3), match=match)
+
+
+@pytest.mark.parametrize('padding,side', [('same', 4), ('torch', 3)])
+def test_conv_downsample_paddings(padding, side):
+  """'torch' (transformers' port): conv padded 3 on every side, max-pool unpadded."""
+  f = hk.transform_with_state(lambda x: image.Conv2DDownsample(padding=padding)(
+      x, is_training=True))
+  x = np.ones((1, 16, 16, 3), np.float32)
+  params, state = f.init(jax.random.PRNGKey(0), x)
+  out, _ = f.apply(params, state, None, x)
+  assert out.shape == (1, side, side, 64)
+  with pytest.raises(ValueError, match='padding'):
+    hk.transform(lambda: image.Conv2DDownsample(padding='valid')).init(None)
