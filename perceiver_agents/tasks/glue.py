@@ -12,7 +12,7 @@ right-padded to `model.max_seq_len`. Longer inputs are truncated, documented beh
 bytes are cut from the end of the longer sentence until the whole input fits (this may
 split a multi-byte character; the model reads bytes). Empty sentences are allowed.
 
-Initialising from an MLM (`model.init_from`: a workdir of `train mlm`, or DeepMind's
+Initialising from an MLM (`model.init_checkpoint`: a workdir of `train mlm`, or DeepMind's
 released language checkpoint file) copies parameters by path. The model then takes the
 checkpoint's model sizes (`model.*` is overwritten and recorded in the workdir's
 config.json). Reused subtrees:
@@ -31,9 +31,9 @@ per-task metrics and the GLUE average come from
     perceiver-agents predict glue --workdir DIR        # writes DIR/glue_results.{json,md}
 
     perceiver-agents train glue --workdir runs/cola --config.data.tasks=cola \\
-        --config.model.init_from=runs/mlm
+        --config.model.init_checkpoint=runs/mlm
     perceiver-agents train glue --workdir runs/glue_mt --config.data.tasks=all \\
-        --config.model.init_from=language_perceiver_io_bytes.pickle
+        --config.model.init_checkpoint=language_perceiver_io_bytes.pickle
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.every = 500
   config.optimizer.learning_rate = 1e-4
   config.optimizer.warmup_steps = 100
-  config.model.init_from = ''       # MLM workdir or DeepMind language checkpoint file.
+  config.model.init_checkpoint = ''       # MLM workdir or DeepMind language checkpoint file.
   config.model.max_seq_len = 256
 
   data = ml_collections.ConfigDict()
@@ -239,10 +239,10 @@ def merge_pretrained(params: dict, pretrained: dict) -> tuple[dict, list]:
     for name, value in leaves.items():
       source = pretrained.get(module, {}).get(name)
       if source is None:
-        raise ValueError(f'model.init_from: the checkpoint has no {module}/{name}; is it '
+        raise ValueError(f'model.init_checkpoint: the checkpoint has no {module}/{name}; is it '
                          'a language MLM checkpoint?')
       if tuple(source.shape) != tuple(value.shape):
-        raise ValueError(f'model.init_from: {module}/{name} is {tuple(source.shape)} in '
+        raise ValueError(f'model.init_checkpoint: {module}/{name} is {tuple(source.shape)} in '
                          f'the checkpoint, the classifier needs {tuple(value.shape)}.')
       merged[module][name] = jnp.asarray(source, value.dtype)
       copied.append(f'{module}/{name}')
@@ -291,11 +291,11 @@ def make_metrics(task_names: tuple):
 
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> Any:
-  """Loads `model.init_from` (if set): returns its params and overwrites config.model's
+  """Loads `model.init_checkpoint` (if set): returns its params and overwrites config.model's
   sizes with the checkpoint's, so that config.json records the model actually built."""
-  if not config.model.init_from:
+  if not config.model.init_checkpoint:
     return None
-  params, mlm_config, description = mlm.load_mlm_params(config.model.init_from)
+  params, mlm_config, description = mlm.load_mlm_params(config.model.init_checkpoint)
   for key, value in mlm_config.model.items():
     config.model[key] = value
   print(f'glue: initialising from {description}; reusing {", ".join(REUSED_PREFIXES)}.',

@@ -17,7 +17,7 @@ Loss per clip: image_weight * MSE(pixels in [0, 1]) + audio_weight * MSE(samples
 
 Configs:
   small (default): 8 frames of 32x32 at 25 fps, 16 kHz audio, 64 latents — a CPU model.
-  model.preset=published: 16 frames of 224x224 at 25 fps, 48 kHz audio (1920 samples per
+  model.size=published: 16 frames of 224x224 at 25 fps, 48 kHz audio (1920 samples per
     frame, patches of 16), 700 classes; model.num_latents = 784 / 392 / 196 gives the
     88x / 176x / 352x compression models (784 is the released checkpoint).
 
@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0
 
   m = config.model = ml_collections.ConfigDict()
-  m.preset = 'small'             # 'small' (the fields below) or 'published' (the zoo's).
+  m.size = 'small'               # 'small' (the fields below) or 'published' (the zoo's).
   m.num_frames = 8
   m.image_size = 32
   m.samples_per_patch = 16
@@ -120,20 +120,20 @@ def model_kwargs(config: ml_collections.ConfigDict, num_classes: Optional[int]) 
   """The zoo.video_autoencoder kwargs of `config` (small fields or the published ones);
   num_classes None: only the clip window matters (the class count is left unchecked)."""
   m, d = config.model, config.data
-  if m.preset == 'published':
+  if m.size == 'published':
     kwargs = dict(zoo.PUBLISHED['video_autoencoder'][1])
     kwargs['encoder'] = dict(kwargs['encoder'],
                              z_index_dim=m.num_latents or kwargs['encoder']['z_index_dim'])
     if num_classes is not None and num_classes != kwargs['num_classes']:
-      raise ValueError(f'model.preset=published predicts {kwargs["num_classes"]} classes; '
+      raise ValueError(f'model.size=published predicts {kwargs["num_classes"]} classes; '
                        f'the data has {num_classes}.')
     rate = kwargs['audio_samples_per_frame'] * d.fps
     if abs(rate - d.sample_rate) > 1e-6:
-      raise ValueError(f'model.preset=published needs data.sample_rate={rate:g} at '
+      raise ValueError(f'model.size=published needs data.sample_rate={rate:g} at '
                        f'data.fps={d.fps:g}, got {d.sample_rate}.')
     return kwargs
-  if m.preset != 'small':
-    raise ValueError(f"model.preset must be 'small' or 'published', got {m.preset!r}.")
+  if m.size != 'small':
+    raise ValueError(f"model.size must be 'small' or 'published', got {m.size!r}.")
   per_frame = d.sample_rate / d.fps
   if per_frame != int(per_frame):
     raise ValueError(f'data.sample_rate / data.fps must be a whole number of samples per '
@@ -330,7 +330,7 @@ def predict(args: list[str]) -> int:
   parser.add_argument('--checkpoint', required=True,
                       help='a training workdir, or a params file (.pystate released by '
                            'DeepMind, or .npz from params_io); a params file implies '
-                           'model.preset=published unless --config fields say otherwise')
+                           'model.size=published unless --config fields say otherwise')
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('--start', type=float, default=0.0, help='window start in seconds')
   parser.add_argument('--classes', default='', help='class names file (one per line)')
@@ -346,7 +346,7 @@ def predict(args: list[str]) -> int:
   else:
     from perceiver_agents.learner.config import apply_overrides  # pylint: disable=g-import-not-at-top
     config = get_config()
-    config.model.preset = 'published'
+    config.model.size = 'published'
     config.data.sample_rate = 48000
     apply_overrides(config, overrides)
   classes = _read_classes(known.classes or config.data.classes_file) if (
@@ -356,7 +356,7 @@ def predict(args: list[str]) -> int:
     classes = sorted({c.label for c in kinetics_data.read_annotations(
         config.data.train_annotations) if c.label})
   num_classes = config.model.num_classes or (len(classes) if classes else 0)
-  if config.model.preset == 'published':
+  if config.model.size == 'published':
     num_classes = zoo.PUBLISHED['video_autoencoder'][1]['num_classes']
   if not num_classes:
     raise ValueError('model.num_classes is unknown: pass --classes FILE or '

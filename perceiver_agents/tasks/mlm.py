@@ -2,7 +2,7 @@
 
 The model is `zoo.language_perceiver` -- DeepMind's parameter tree, output logits tied to
 the byte embedding -- so DeepMind's released checkpoint and this task's checkpoints are
-interchangeable. `--config.model.published=true` builds the published model (2048 bytes,
+interchangeable. `--config.model.size=published` builds the published model (2048 bytes,
 256 x 1280 latents, 26 self-attention layers, 201M params, `zoo.PUBLISHED`); otherwise the
 `model.*` sizes build a smaller model of the same structure.
 
@@ -22,7 +22,7 @@ Data (`data.source`):
 
     perceiver-agents train mlm --workdir runs/mlm --config.data.files='corpus/*.txt'
     perceiver-agents train mlm --workdir runs/mlm_c4 --config.data.source=c4+wikipedia \\
-        --config.model.published=true
+        --config.model.size=published
     perceiver-agents predict mlm --checkpoint runs/mlm --text 'The <mask:3> sat on the mat.'
     perceiver-agents predict mlm --checkpoint language_perceiver_io_bytes.pickle \\
         --text 'This is an incomplete sentence where some words are <mask:8>.'
@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 1e-2
 
   config.model = ml_collections.ConfigDict()
-  config.model.published = False    # True: zoo.PUBLISHED['language_perceiver'] (201M).
+  config.model.size = 'small'       # 'small' (the fields below) or 'published' (201M).
   config.model.max_seq_len = 512    # T: bytes per window (published: 2048).
   config.model.d_model = 128        # Byte embedding / query channels (published: 768).
   config.model.num_latents = 64     # M (published: 256).
@@ -109,7 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
 def model_kwargs(model_config: ml_collections.ConfigDict) -> dict:
   """Keyword arguments of `zoo.language_perceiver` for `config.model`."""
   m = model_config
-  if m.published:
+  if m.size not in ('small', 'published'):
+    raise ValueError(f"model.size must be 'small' or 'published', got {m.size!r}.")
+  if m.size == 'published':
     return copy.deepcopy(zoo.PUBLISHED['language_perceiver'][1])
   for name in ('max_seq_len', 'd_model', 'num_latents', 'num_latent_channels',
                'num_self_attends', 'num_self_attend_heads', 'num_cross_attend_heads',
@@ -322,8 +324,9 @@ def _load_transformers(path: str) -> tuple[dict, ml_collections.ConfigDict, str]
   config = get_config()
   want = hf_config.canonical(converted.name, converted.kwargs)
   published = zoo.PUBLISHED['language_perceiver'][1]
-  config.model.published = want == hf_config.canonical(converted.name, published)
-  if not config.model.published:
+  is_published = want == hf_config.canonical(converted.name, published)
+  config.model.size = 'published' if is_published else 'small'
+  if not is_published:
     m, encoder = config.model, converted.kwargs['encoder']
     m.max_seq_len, m.d_model = converted.kwargs['max_seq_len'], converted.kwargs['d_model']
     m.num_latents, m.num_latent_channels = encoder['z_index_dim'], encoder['num_z_channels']
@@ -361,7 +364,7 @@ def load_mlm_params(path: str) -> tuple[dict, ml_collections.ConfigDict, str]:
       raise ValueError(f'--checkpoint: {path} is a DeepMind checkpoint but not of the '
                        'language model (no embed/embedding_decoder params).')
     config = get_config()
-    config.model.published = True
+    config.model.size = 'published'
     check_params_match(params, config.model, source=f'{path} (DeepMind file: the '
                        'published language model)')
     return params, config, f'DeepMind released language checkpoint (file {path})'

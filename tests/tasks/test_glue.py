@@ -125,7 +125,7 @@ def test_single_task_from_an_mlm_checkpoint_through_the_cli(tmp_path, capsys):
                      f'--config.data.files={corpus}'] + TINY_ARGS) == 0
     assert cli.main(['train', 'glue', '--workdir', str(tmp_path / 'rte'),
                      '--config.data.tasks=rte',
-                     f'--config.model.init_from={tmp_path / "mlm"}'] + TINY_ARGS) == 0
+                     f'--config.model.init_checkpoint={tmp_path / "mlm"}'] + TINY_ARGS) == 0
     assert 'initialising from project checkpoint of `train mlm`' in capsys.readouterr().err
     assert cli.main(['predict', 'glue', '--workdir', str(tmp_path / 'rte')]) == 0
   out = capsys.readouterr().out

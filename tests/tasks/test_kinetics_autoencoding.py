@@ -44,7 +44,7 @@ def test_published_preset_has_the_released_param_tree():
   """The 784-latent preset's params match the released checkpoint's (conformance fixture);
   392 and 196 latents change only the encoder's latent array."""
   config = kae.get_config()
-  config.model.preset, config.data.sample_rate = 'published', 48000
+  config.model.size, config.data.sample_rate = 'published', 48000
   kwargs = kae.model_kwargs(config, 700)  # model.num_latents=0: the released 784.
   model = kae.make_model(kwargs, train_image_queries=16, train_audio_queries=16,
                          eval_decode_chunk_size=16384)

@@ -68,7 +68,7 @@ def test_model_has_the_zoo_param_tree():
   assert jax.tree.map(lambda x: x.shape, params) == \
       jax.tree.map(lambda x: x.shape, zoo_params)
   published = mlm.get_config().model
-  published.published = True
+  published.size = 'published'
   assert mlm.model_kwargs(published) == zoo.PUBLISHED['language_perceiver'][1]
 
 
