@@ -13,3 +13,10 @@ def pytest_terminal_summary(terminalreporter):
   if counts:
     total = sum(int(c.rsplit('=', 1)[1]) for c in counts)
     terminalreporter.write_line(f'fuzz: {total} cases tried ({", ".join(sorted(counts))})')
+
+
+def pytest_configure(config):
+  """The toy task (a tiny classifier for learner and CLI tests) is not a user task."""
+  del config
+  from perceiver_agents import tasks  # pylint: disable=g-import-not-at-top
+  tasks.register('toy', 'perceiver_agents.tasks.toy')

@@ -1,4 +1,7 @@
-"""Task registry: name -> module with get_config() and build(config) (see tasks/base.py)."""
+"""Task registry: name -> module following tasks.base.TaskModule.
+
+`register(name, module_path)` adds a task of your own (tests register the `toy` task,
+perceiver_agents.tasks.toy, which is not listed for users)."""
 
 import difflib
 import importlib
@@ -15,10 +18,16 @@ _TASKS = {
     'kinetics_autoencoding': 'perceiver_agents.tasks.kinetics_autoencoding',
     'glue': 'perceiver_agents.tasks.glue',
     'mlm': 'perceiver_agents.tasks.mlm',
-    'toy': 'perceiver_agents.tasks.toy',
     'optical_flow': 'perceiver_agents.tasks.optical_flow',
     'imagenet': 'perceiver_agents.tasks.imagenet',
 }
+
+
+def register(name: str, module_path: str) -> None:
+  """Makes the task module at `module_path` available as `name` (CLI included)."""
+  if name in _TASKS and _TASKS[name] != module_path:
+    raise ValueError(f'task: {name!r} is already registered as {_TASKS[name]!r}.')
+  _TASKS[name] = module_path
 
 
 def names() -> list[str]:

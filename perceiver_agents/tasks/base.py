@@ -1,17 +1,22 @@
 """What a task is: a config, a model, a loss, metrics and data — all the learner sees.
 
-A task lives in one module of perceiver_agents/tasks/ that defines
+A task lives in one module of perceiver_agents/tasks/ that follows `TaskModule`:
 
     get_config() -> ml_collections.ConfigDict   # learner.default_config() + model/data
     build(config) -> Task
+    build_model(config) -> hk.TransformedWithState   # optional: the model, without data
+    predict(argv) -> int, generate(argv) -> int      # optional: `perceiver-agents predict`
 
-and is registered by name in perceiver_agents/tasks/__init__.py.
+and is registered by name in perceiver_agents/tasks/__init__.py (a test checks every
+registered task against the protocol).
 """
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
+from typing import runtime_checkable
 
 import haiku as hk
+import ml_collections
 import numpy as np
 
 Batch = Mapping[str, np.ndarray]
@@ -42,3 +47,38 @@ class Task:
   train_batch: Callable[[int], Batch]
   eval_batches: Callable[[int], Iterable[Batch]]
   acting_batch: Optional[Callable[[int, Any], Batch]] = None
+
+
+@runtime_checkable
+class TaskModule(Protocol):
+  """What every registered task module provides (checked for each by a test)."""
+
+  def get_config(self) -> ml_collections.ConfigDict:
+    """The task's defaults: learner.default_config() plus `model` and `data` sections."""
+
+  def build(self, config: ml_collections.ConfigDict) -> Task:
+    """The model, loss, metrics and data of `config` (ValueError naming a bad field)."""
+
+
+@runtime_checkable
+class ModelBuilder(Protocol):
+  """Tasks whose model can be built without their data (restoring for predict)."""
+
+  def build_model(self, config: ml_collections.ConfigDict) -> hk.TransformedWithState:
+    ...
+
+
+@runtime_checkable
+class Predicting(Protocol):
+  """Tasks with `perceiver-agents predict TASK ARGS...`: parses ARGS, returns an exit code."""
+
+  def predict(self, argv: Sequence[str]) -> int:
+    ...
+
+
+@runtime_checkable
+class Generating(Protocol):
+  """Tasks with `perceiver-agents generate TASK ARGS...`."""
+
+  def generate(self, argv: Sequence[str]) -> int:
+    ...

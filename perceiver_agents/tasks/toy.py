@@ -4,7 +4,7 @@ Gaussian features [B, F], labels from a fixed random linear map (argmax), a Haik
 dropout and a bit of Haiku state (an EMA of the input mean). Two debugging knobs:
 data.nan_at_step puts a NaN into one training batch, data.sleep_s slows each batch down.
 
-    perceiver-agents train toy --workdir /tmp/toy --config.train.steps=50
+Not listed for users: tests register it (`tasks.register('toy', 'perceiver_agents.tasks.toy')`).
 """
 
 import time

@@ -22,6 +22,7 @@ from perceiver_agents.learner import sharding
 
 
 def toy(overrides):
+  tasks.register('toy', 'perceiver_agents.tasks.toy')
   module = tasks.get('toy')
   config = learner.apply_overrides(module.get_config(), overrides)
   return module.build(config), config
