@@ -66,8 +66,8 @@ def measure(shape, dtype, repeats: int) -> dict:
   result = {'shape': shape, 'dtype': jnp.dtype(dtype).name}
   reference = None
   for impl in implementations(dtype):
-    # The mask is an argument: closed over, it became a constant that XLA spent ~8 s
-    # per compile folding (on the H100, [8, 512, 8192]).
+    # The mask is an argument: closed over, it would be a constant that XLA spends
+    # seconds of every compile folding at the larger shapes.
     forward = jax.jit(lambda q, k, v, mask, impl=impl: attention.attend(
         q, k, v, attention_mask=mask, implementation=impl))
     grad = jax.jit(jax.grad(lambda q, k, v, mask, impl=impl: jnp.sum(attention.attend(

@@ -20,8 +20,8 @@ the model FLOPs per step from XLA's cost analysis of the lowered functions (the 
 count on every platform: see model_flops); model FLOP utilisation = FLOPs / time / that
 framework's peak. Both frameworks' MFU use this library's count: HF projects queries
 shared by the batch (latents, the decoder's grid) once per example, so its own count is
-higher (76.9 vs 74.7 GFLOP per language_small step) and its MFU is understated by that
-ratio. Prints a markdown table and writes
+higher (BENCHMARKS.md, "CPU train step against the PyTorch peer") and its MFU is
+understated by that ratio. Prints a markdown table and writes
 --json after each configuration; `--table_from JSON...` prints the table of saved
 results (e.g. a GPU run's, copied here).
 
@@ -145,8 +145,8 @@ def model_flops(forward, train_step) -> dict:
 
   Counted on the lowered (unoptimised) module, traced with XLA's products only: a
   compiled module hides products in custom calls the count skips (cuBLAS on a GPU,
-  where it saw 14 of the 25 GFLOP of language_small's forward; blocks/cpu_gemm.py on
-  a CPU). On a CPU the lowered and compiled counts agree within 0.1%.
+  the OpenBLAS kernel of blocks/cpu_gemm.py on a CPU); BENCHMARKS.md's GPU peer section
+  gives the size of the difference.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
@@ -303,8 +303,8 @@ def alternate(fns: dict, repeats: int) -> dict:
 
 def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
   """One framework's measurements of one configuration (run in its own process)."""
-  # Both frameworks with the allocator settings `perceiver-agents` runs with (it made
-  # this library's CPU step ~10-20% faster and left torch's unchanged: host_memory).
+  # Both frameworks with the allocator settings `perceiver-agents` runs with, so the
+  # comparison is of the steps users get (their effect: BENCHMARKS.md, host_memory).
   from perceiver_agents import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
@@ -337,10 +337,9 @@ def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
 def measure(name: str, repeats: int, rounds: int = 2, batch: int = 0) -> dict:
   """Both frameworks on configuration `name`, each in processes of its own.
 
-  In one process the two frameworks slowed each other (their allocators and thread
-  pools: the JAX step of the published language model took 11.3 s next to torch
-  against 8.9 s alone), so each runs alone, JAX and torch alternating for `rounds`
-  rounds of `repeats` timed calls; the medians over all rounds are reported.
+  In one process the two frameworks slow each other (their allocators and thread
+  pools; BENCHMARKS.md gives the size), so each runs alone, JAX and torch alternating
+  for `rounds` rounds of `repeats` timed calls; the medians over all rounds are reported.
   """
   runs = {'jax': [], 'torch': []}
   for _ in range(rounds):

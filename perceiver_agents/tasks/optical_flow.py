@@ -69,7 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.init_checkpoint = ''    # Released .pystate or .npz to start from.
   # Memory (same parameters and outputs; benchmarks/memory.py): decode the H*W flow
   # queries, and cross-attend the H*W inputs, this many at a time; 0: all at once.
-  # Full resolution (published) fits in ~0.6 GiB instead of ~2.2 GiB with 8192 / 8192.
+  # At full resolution with the published model, 8192 / 8192 is what bounds peak memory
+  # (the measured peaks: BENCHMARKS.md, "Memory at scale").
   config.model.decode_chunk_size = 0
   config.model.cross_attend_kv_chunk_size = 0
 
