@@ -70,3 +70,23 @@ def test_bad_compute_dtype_names_field(toy):
   task, config = toy('train.compute_dtype=float16')
   with pytest.raises(ValueError, match='train.compute_dtype'):
     learner.build_programs(task, config)
+
+
+def test_update_and_eval_compile_once_per_run(tmp_path, toy, monkeypatch):
+  import chex  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.learner import update as update_lib  # pylint: disable=g-import-not-at-top
+  for name in ('make_update_fn', 'make_eval_fn'):
+    make = getattr(update_lib, name)
+    monkeypatch.setattr(
+        update_lib, name,
+        lambda *a, _make=make, **k: chex.assert_max_traces(_make(*a, **k), n=1))
+  # Logging, evaluation, checkpoints and a partial last eval batch along the way.
+  task, config = toy('train.steps=6', 'train.log_every=2', 'eval.every=3',
+                     'checkpoint.every=2', 'eval.batch_size=48')
+  result = learner.train(task, config, str(tmp_path))
+  assert result.step == 6
+  # A resumed run builds (and traces) its programs anew, once.
+  chex.clear_trace_counter()
+  task, config = toy('train.steps=8', 'train.log_every=2', 'eval.every=3',
+                     'checkpoint.every=2', 'eval.batch_size=48')
+  assert learner.train(task, config, str(tmp_path)).step == 8
