@@ -73,9 +73,36 @@ def _list() -> int:
 
 
 # Task-specific commands: `perceiver-agents COMMAND TASK ARGS...` runs the task module's
-# function of that name, `COMMAND(args: list[str]) -> int`, which parses ARGS itself
+# function of that name, `COMMAND(command: tasks.base.CommandArgs) -> int`. The CLI parses
+# --checkpoint and --config.* for every task; the task parses only its own arguments
 # (e.g. `predict mlm --checkpoint PATH --text ...`, `generate byte_lm --prompt ...`).
 TASK_COMMANDS = ('predict', 'generate')
+
+
+def parse_task_command(argv: Sequence[str]):
+  """`--checkpoint PATH`, `--config.F=V` / `--config.F V`, and the rest, in order.
+
+  Returns tasks.base.CommandArgs; ValueError for a flag without its value.
+  """
+  from perceiver_agents.tasks.base import CommandArgs  # pylint: disable=g-import-not-at-top
+  checkpoint, overrides, rest, i = '', [], [], 0
+  argv = list(argv)
+  while i < len(argv):
+    arg = argv[i]
+    name, has_value, value = arg.partition('=')
+    if name in ('--checkpoint', '--workdir') or arg.startswith('--config.'):
+      if not has_value:
+        if i + 1 >= len(argv):
+          raise ValueError(f'{arg}: expected a value.')
+        value, i = argv[i + 1], i + 1
+      if arg.startswith('--config.'):
+        overrides.append(f'{name[len("--config."):]}={value}')
+      else:
+        checkpoint = value
+    else:
+      rest.append(arg)
+    i += 1
+  return CommandArgs(checkpoint=checkpoint, overrides=overrides, args=rest)
 
 
 def _task_command(command: str, argv: Sequence[str]) -> int:
@@ -90,10 +117,12 @@ def _task_command(command: str, argv: Sequence[str]) -> int:
       with_it = [n for n in tasks.names() if hasattr(tasks.get(n), command)]
       raise ValueError(f'task: {argv[0]!r} has no {command!r} command; tasks with '
                        f'one: {with_it}.')
-    return getattr(module, command)(list(argv[1:]))
+    return getattr(module, command)(parse_task_command(argv[1:]))
   except ValueError as e:
     print(f'perceiver-agents: error: {e}', file=sys.stderr)
     return 2
+  except SystemExit as e:  # The task's own argument parser (--help: 0, misuse: 2).
+    return e.code if isinstance(e.code, int) else 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

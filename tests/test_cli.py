@@ -119,3 +119,23 @@ def test_a_corrupt_run_record_is_one_clear_error(tmp_path, capsys):
   assert cli.main(['eval', 'toy', '--workdir', str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'run.json' in err[0]
+
+
+def test_task_commands_share_one_parser_for_checkpoint_and_overrides():
+  parsed = cli.parse_task_command(
+      ['a.png', '--checkpoint', 'runs/x', '--config.model.size=published', '--out',
+       'o.png', '--config.data.pad_short', 'true', 'b.png'])
+  assert parsed.checkpoint == 'runs/x'
+  assert list(parsed.overrides) == ['model.size=published', 'data.pad_short=true']
+  assert list(parsed.args) == ['a.png', '--out', 'o.png', 'b.png']
+  assert cli.parse_task_command(['--workdir=runs/g']).checkpoint == 'runs/g'
+  with pytest.raises(ValueError, match='--config.model.size: expected a value'):
+    cli.parse_task_command(['--config.model.size'])
+
+
+def test_task_command_errors_are_one_line(capsys):
+  assert cli.main(['generate', 'byte_lm', '--prompt', 'x']) == 2
+  assert capsys.readouterr().err.strip() == (
+      'perceiver-agents: error: --checkpoint: required (workdir of a byte_lm train run).')
+  assert cli.main(['predict', 'optical_flow', '--checkpoint', 'x', 'a.png']) == 2
+  assert 'frame2' in capsys.readouterr().err  # The task's own parser.

@@ -54,7 +54,7 @@ from perceiver_agents.encoders.multimodal import MultimodalPreprocessor
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import multilabel_metrics
 from perceiver_agents.tasks import workdir as workdir_lib
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 INPUTS = ('raw_audio', 'log_mel')
 
@@ -333,21 +333,16 @@ def build(config: ml_collections.ConfigDict) -> Task:
 # perceiver-agents predict audioset --checkpoint WORKDIR [FILES...] [--out FILE]
 
 
-def predict(args: list[str]) -> int:
+def predict(command: CommandArgs) -> int:
   parser = argparse.ArgumentParser(
       prog='perceiver-agents predict audioset',
       description='Without FILES: mAP, mAUC and d-prime of the checkpoint on the eval '
                   'segments. With FILES: the top-5 classes of each audio/video file.')
   parser.add_argument('files', nargs='*', help='audio or video files to classify')
-  parser.add_argument('--checkpoint', required=True, help='a training workdir')
   parser.add_argument('--out', default='', help='write the JSON report here too')
-  known, extra = parser.parse_known_args(args)
-  overrides = []
-  for item in extra:
-    if not item.startswith('--config.'):
-      parser.error(f'unrecognized argument: {item}')
-    overrides.append(item[len('--config.'):])
-  config = workdir_lib.run_config(sys.modules[__name__], known.checkpoint, overrides)
+  known = parser.parse_args(command.args)
+  checkpoint = command.require_checkpoint('a training workdir')
+  config = workdir_lib.run_config(sys.modules[__name__], checkpoint, command.overrides)
   if config.model.with_video and known.files:
     raise ValueError('predicting single files is for audio-only models (model.with_video '
                      'is set).')
@@ -355,7 +350,8 @@ def predict(args: list[str]) -> int:
   model = make_model(config, len(mids))
   sample = {k: np.zeros((1,) + s, np.float32) for k, s in input_shapes(config).items()}
   sample['labels'] = np.zeros((1, len(mids)), np.float32)
-  params, state = workdir_lib.restore(model, config, known.checkpoint, sample)
+  params, state = workdir_lib.restore(model, config, checkpoint, sample,
+                                      overrides=command.overrides)
   logits_fn = jax.jit(lambda b: model.apply(params, state, jax.random.PRNGKey(0), b,
                                             is_training=False)[0])
   if known.files:

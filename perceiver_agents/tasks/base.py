@@ -5,7 +5,7 @@ A task lives in one module of perceiver_agents/tasks/ that follows `TaskModule`:
     get_config() -> ml_collections.ConfigDict   # learner.default_config() + model/data
     build(config) -> Task
     build_model(config) -> hk.TransformedWithState   # optional: the model, without data
-    predict(argv) -> int, generate(argv) -> int      # optional: `perceiver-agents predict`
+    predict(command) -> int, generate(command) -> int  # optional: `perceiver-agents predict`
 
 and is registered by name in perceiver_agents/tasks/__init__.py (a test checks every
 registered task against the protocol).
@@ -68,17 +68,41 @@ class ModelBuilder(Protocol):
     ...
 
 
+@dataclasses.dataclass(frozen=True)
+class CommandArgs:
+  """A task command's arguments as the CLI parsed them (cli.py alone parses these).
+
+  Attributes:
+    checkpoint: `--checkpoint PATH` ('' if not given): a training workdir, a weights file
+      or a transformers folder (tasks/workdir.py tells them apart).
+    overrides: the `--config.FIELD=VALUE` overrides, as 'FIELD=VALUE' strings.
+    args: everything else, for the task's own parser (inputs, --out, ...).
+  """
+  checkpoint: str = ''
+  overrides: Sequence[str] = ()
+  args: Sequence[str] = ()
+
+  def require_checkpoint(self, what: str = 'a training workdir or a weights file') -> str:
+    if not self.checkpoint:
+      raise ValueError(f'--checkpoint: required ({what}).')
+    return self.checkpoint
+
+  def refuse_overrides(self, why: str) -> None:
+    if self.overrides:
+      raise ValueError(f'--config.{self.overrides[0].split("=", 1)[0]}: {why}.')
+
+
 @runtime_checkable
 class Predicting(Protocol):
-  """Tasks with `perceiver-agents predict TASK ARGS...`: parses ARGS, returns an exit code."""
+  """Tasks with `perceiver-agents predict TASK ...`; returns an exit code."""
 
-  def predict(self, argv: Sequence[str]) -> int:
+  def predict(self, command: CommandArgs) -> int:
     ...
 
 
 @runtime_checkable
 class Generating(Protocol):
-  """Tasks with `perceiver-agents generate TASK ARGS...`."""
+  """Tasks with `perceiver-agents generate TASK ...`."""
 
-  def generate(self, argv: Sequence[str]) -> int:
+  def generate(self, command: CommandArgs) -> int:
     ...

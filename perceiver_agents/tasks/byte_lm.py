@@ -32,7 +32,7 @@ from perceiver_agents.data import tfds_util
 from perceiver_agents.encoders.text import BytesTokenizer
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import ar_lm
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 TOKENIZER = BytesTokenizer()
 SOURCES = ('files', 'tfds')
@@ -191,11 +191,10 @@ def build(config: ml_collections.ConfigDict) -> Task:
               eval_batches=lambda size: sampling.sequential_batches(eval_set, size))
 
 
-def generate(args: list[str]) -> int:
+def generate(command: CommandArgs) -> int:
   """`perceiver-agents generate byte_lm --checkpoint WORKDIR --prompt TEXT [...]`."""
   parser = argparse.ArgumentParser(prog='perceiver-agents generate byte_lm',
                                    description='Continue a prompt with a trained byte_lm.')
-  parser.add_argument('--checkpoint', required=True, help='workdir of a byte_lm train run')
   parser.add_argument('--prompt', required=True, help='text to continue (UTF-8)')
   parser.add_argument('--num-bytes', type=int, default=200, help='bytes to generate')
   parser.add_argument('--temperature', type=float, default=0.8, help='0 = greedy')
@@ -204,7 +203,9 @@ def generate(args: list[str]) -> int:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--max-latents', type=int, default=0,
                       help='latent cache slots (0: twice the model latents)')
-  parsed = parser.parse_args(args)
+  parsed = parser.parse_args(command.args)
+  checkpoint = command.require_checkpoint('workdir of a byte_lm train run')
+  command.refuse_overrides('generate takes the model from the run')
   prompt = TOKENIZER.to_int(parsed.prompt)
   if prompt.size == 0:
     raise ValueError('--prompt is empty; give at least one character.')
@@ -212,7 +213,7 @@ def generate(args: list[str]) -> int:
     raise ValueError(f'--num-bytes must be >= 1, got {parsed.num_bytes}.')
   check_sampling(temperature=parsed.temperature, top_k=parsed.top_k, top_p=parsed.top_p,
                  vocab_size=TOKENIZER.vocab_size)
-  generator, _ = ar_lm.load_generator('byte_lm', parsed.checkpoint,
+  generator, _ = ar_lm.load_generator('byte_lm', checkpoint,
                                       max_latents=parsed.max_latents)
   if prompt.size > generator.max_context:
     raise ValueError(f'--prompt is {prompt.size} bytes, longer than the model context '

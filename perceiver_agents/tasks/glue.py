@@ -60,7 +60,7 @@ from perceiver_agents.data import tfds_util
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import glue_metrics
 from perceiver_agents.tasks import mlm
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 TOKENIZER = text_data.TOKENIZER
 
@@ -390,23 +390,25 @@ def evaluate_workdir(workdir: str, *, max_examples: int = 0,
   return {'step': step, 'results': results}
 
 
-def predict(args: list[str]) -> int:
-  """`perceiver-agents predict glue --workdir DIR`: the per-task metric table."""
+def predict(command: CommandArgs) -> int:
+  """`perceiver-agents predict glue --checkpoint DIR`: the per-task metric table
+  (`--workdir DIR` is the same)."""
   parser = argparse.ArgumentParser(
       prog='perceiver-agents predict glue',
       description='Score a `train glue` workdir on the GLUE validation splits; writes '
                   f'{RESULTS_FILE}.json and {RESULTS_FILE}.md into the workdir.')
-  parser.add_argument('--workdir', required=True)
   parser.add_argument('--max-examples', type=int, default=0,
                       help='per task (0: as the run evaluated, else the whole split)')
-  parsed = parser.parse_args(args)
-  evaluation = evaluate_workdir(parsed.workdir, max_examples=parsed.max_examples)
+  parsed = parser.parse_args(command.args)
+  workdir = command.require_checkpoint('a workdir of `train glue`')
+  command.refuse_overrides('predict glue scores the run as it was trained')
+  evaluation = evaluate_workdir(workdir, max_examples=parsed.max_examples)
   table = glue_metrics.results_table(evaluation['results'])
   scores = [s['score'] for s in evaluation['results'].values()]
   evaluation['glue_average'] = float(np.mean(scores))
-  with open(os.path.join(parsed.workdir, RESULTS_FILE + '.json'), 'w') as f:
+  with open(os.path.join(workdir, RESULTS_FILE + '.json'), 'w') as f:
     json.dump(evaluation, f, indent=2)
-  with open(os.path.join(parsed.workdir, RESULTS_FILE + '.md'), 'w') as f:
+  with open(os.path.join(workdir, RESULTS_FILE + '.md'), 'w') as f:
     f.write(f'GLUE validation, checkpoint step {evaluation["step"]}\n\n{table}\n')
   print(table)
   return 0

@@ -44,7 +44,7 @@ from perceiver_agents.data import imagenet as imagenet_data
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 VARIANTS = ('learned_position_encoding', 'fourier_position_encoding', 'conv_preprocessing')
 TRAIN_EXAMPLES = 1_281_167
@@ -228,7 +228,7 @@ def _zero_batch(config: ml_collections.ConfigDict) -> dict:
           'soft_label': np.zeros((b, model_kwargs(config)['num_classes']), np.float32)}
 
 
-def predict(args: List[str]) -> int:
+def predict(command: CommandArgs) -> int:
   """`perceiver-agents predict imagenet --checkpoint PATH (--eval | IMAGE ...)`."""
   parser = argparse.ArgumentParser(
       prog='perceiver-agents predict imagenet',
@@ -236,19 +236,14 @@ def predict(args: List[str]) -> int:
       epilog='PATH: a workdir of `perceiver-agents train imagenet`, or a weights file '
              '(released .pystate with --config.model.size=published and the matching '
              '--config.model.variant, or .npz). Other --config.FIELD=VALUE apply too.')
-  parser.add_argument('--checkpoint', required=True)
   parser.add_argument('--eval', action='store_true', help='evaluate on data.eval_split')
   parser.add_argument('images', nargs='*')
-  known, extra = parser.parse_known_args(args)
-  overrides = []
-  for item in extra:
-    if not item.startswith('--config.') or '=' not in item:
-      raise ValueError(f'unrecognized argument {item!r} (expected --config.FIELD=VALUE).')
-    overrides.append(item[len('--config.'):])
+  known = parser.parse_args(command.args)
+  checkpoint = command.require_checkpoint()
   if not known.eval and not known.images:
     raise ValueError('give image files or --eval.')
   config, params, state = workdir_lib.load_for_predict(
-      sys.modules[__name__], 'imagenet', known.checkpoint, overrides, _zero_batch)
+      sys.modules[__name__], 'imagenet', checkpoint, command.overrides, _zero_batch)
   model = build_model(config)
   forward = jax.jit(lambda image: model.apply(params, state, jax.random.PRNGKey(0),
                                               {'image': image}, is_training=False)[0])

@@ -56,7 +56,7 @@ from perceiver_agents.data import media
 from perceiver_agents.data import sampling
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import workdir as workdir_lib
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 PUBLISHED_LATENTS = {784: '88x', 392: '176x', 196: '352x'}
 
@@ -322,27 +322,22 @@ def _load_params(path: str, model, config, kwargs, sample) -> tuple:
   return tree, {}
 
 
-def predict(args: list[str]) -> int:
+def predict(command: CommandArgs) -> int:
   parser = argparse.ArgumentParser(
       prog='perceiver-agents predict kinetics_autoencoding',
       description='Reconstruct the first window of VIDEO with a trained autoencoder.')
   parser.add_argument('video', help='a video file (with or without audio)')
-  parser.add_argument('--checkpoint', required=True,
-                      help='a training workdir, or a params file (.pystate released by '
-                           'DeepMind, or .npz from params_io); a params file implies '
-                           'model.size=published unless --config fields say otherwise')
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('--start', type=float, default=0.0, help='window start in seconds')
   parser.add_argument('--classes', default='', help='class names file (one per line)')
-  known, extra = parser.parse_known_args(args)
-  overrides = []
-  for item in extra:
-    if not item.startswith('--config.'):
-      parser.error(f'unrecognized argument: {item}')
-    overrides.append(item[len('--config.'):])
+  known = parser.parse_args(command.args)
+  # A training workdir, or a params file (.pystate released by DeepMind, or .npz from
+  # params_io); a params file implies model.size=published unless --config says otherwise.
+  checkpoint = command.require_checkpoint()
+  overrides = list(command.overrides)
   module = sys.modules[__name__]
-  if os.path.isdir(known.checkpoint):
-    config = workdir_lib.run_config(module, known.checkpoint, overrides)
+  if os.path.isdir(checkpoint):
+    config = workdir_lib.run_config(module, checkpoint, overrides)
   else:
     from perceiver_agents.learner.config import apply_overrides  # pylint: disable=g-import-not-at-top
     config = get_config()
@@ -369,7 +364,7 @@ def predict(args: list[str]) -> int:
   t, s, a = kwargs['num_frames'], kwargs['image_size'], kwargs['audio_samples_per_frame']
   sample = {'image': np.zeros((1, t, s, s, 3), np.float32),
             'audio': np.zeros((1, t * a, 1), np.float32), 'label': np.zeros(1, np.int32)}
-  params, state = _load_params(known.checkpoint, model, config, kwargs, sample)
+  params, state = _load_params(checkpoint, model, config, kwargs, sample)
 
   pad = 'edge' if d.pad_short else 'error'
   frames = media.fit_length(

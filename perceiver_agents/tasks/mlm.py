@@ -53,7 +53,7 @@ from perceiver_agents.learner.checkpoint import Checkpointer
 from perceiver_agents.learner.config import apply_overrides, default_config
 from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 SPLIT_SEED = 0        # Fixed: the held-out documents must not change with the run's seed.
 EVAL_MASK_SEED = 1    # Fixed: the eval windows are masked once, the same in every run.
@@ -454,21 +454,22 @@ def fill_mask(params: Any, model_config: ml_collections.ConfigDict,
   return outputs
 
 
-def predict(args: list[str]) -> int:
+def predict(command: CommandArgs) -> int:
   """`perceiver-agents predict mlm --checkpoint PATH --text '... <mask:N> ...'`."""
   parser = argparse.ArgumentParser(
       prog='perceiver-agents predict mlm',
       description='Fill masked byte spans: <mask:N> marks N bytes to predict.')
-  parser.add_argument('--checkpoint', required=True,
-                      help='workdir of `train mlm`, DeepMind\'s .pystate/.pickle file, '
-                      "or a transformers PerceiverForMaskedLM folder")
   parser.add_argument('--text', action='append', default=[],
                       help="text with <mask:N> markers (repeatable)")
   parser.add_argument('--text-file', action='append', default=[],
                       help='UTF-8 file whose whole content is one text with markers')
   parser.add_argument('--truncate', action='store_true',
                       help='cut texts longer than the model window instead of failing')
-  parsed = parser.parse_args(args)
+  parsed = parser.parse_args(command.args)
+  checkpoint = command.require_checkpoint(
+      "workdir of `train mlm`, DeepMind's .pystate/.pickle file, or a transformers "
+      'PerceiverForMaskedLM folder')
+  command.refuse_overrides('predict mlm takes the model from the checkpoint')
   texts = list(parsed.text)
   for path in parsed.text_file:
     if not os.path.isfile(path):
@@ -477,7 +478,7 @@ def predict(args: list[str]) -> int:
       texts.append(text_data.decode_utf8(f.read(), source=f'--text-file {path}'))
   if not texts:
     parser.error('give at least one --text or --text-file')
-  params, config, description = load_mlm_params(parsed.checkpoint)
+  params, config, description = load_mlm_params(checkpoint)
   print(f'Loaded {description}.', file=sys.stderr)
   for text, filled in zip(texts, fill_mask(params, config.model, texts,
                                            truncate=parsed.truncate)):

@@ -38,7 +38,7 @@ from perceiver_agents.data import flow_augment, flow_formats, flow_viz, procedur
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
-from perceiver_agents.tasks.base import Task
+from perceiver_agents.tasks.base import CommandArgs, Task
 
 SOURCES = ('procedural',) + tuple(flow_formats.DATASETS)
 EVAL_SEED_OFFSET = 1_000_003  # Procedural eval pairs: seed + this (never trained on).
@@ -328,32 +328,27 @@ def _zero_batch(config: ml_collections.ConfigDict) -> dict:
           'valid': np.ones((b,) + tile, bool)}
 
 
-def predict(args: List[str]) -> int:
+def predict(command: CommandArgs) -> int:
   """`perceiver-agents predict optical_flow --checkpoint PATH FRAME1 FRAME2 --out flow.png`."""
   parser = argparse.ArgumentParser(
       prog='perceiver-agents predict optical_flow',
       description='Estimate the flow from FRAME1 to FRAME2 (any size; tiled).',
       epilog='PATH: a workdir of `perceiver-agents train optical_flow`, or a weights file '
              '(released .pystate with --config.model.size=published, or .npz).')
-  parser.add_argument('--checkpoint', required=True)
   parser.add_argument('frame1')
   parser.add_argument('frame2')
   parser.add_argument('--out', required=True, help='colour-wheel PNG of the flow')
   parser.add_argument('--flo', default=None, help='also write the flow as a .flo file')
   parser.add_argument('--max_flow', type=float, default=None,
                       help='flow length of full saturation (default: the largest)')
-  known, extra = parser.parse_known_args(args)
-  overrides = []
-  for item in extra:
-    if not item.startswith('--config.') or '=' not in item:
-      raise ValueError(f'unrecognized argument {item!r} (expected --config.FIELD=VALUE).')
-    overrides.append(item[len('--config.'):])
+  known = parser.parse_args(command.args)
+  checkpoint = command.require_checkpoint()
   frames = [flow_formats.read_image(p) for p in (known.frame1, known.frame2)]
   if frames[0].shape != frames[1].shape:
     raise ValueError(f'{known.frame2}: frame size {frames[1].shape[:2]} differs from '
                      f'{known.frame1} ({frames[0].shape[:2]}).')
   config, params, state = workdir_lib.load_for_predict(
-      sys.modules[__name__], 'optical_flow', known.checkpoint, overrides, _zero_batch)
+      sys.modules[__name__], 'optical_flow', checkpoint, command.overrides, _zero_batch)
   flow = make_predictor(config, params, state)(np.stack(frames))
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(flow_viz.flow_to_rgb(flow, max_flow=known.max_flow)).save(known.out)
