@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class ParamsAndState(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-class _RefusedGlobal(ValueError):
+class RefusedPickle(ValueError):
   """The pickle asked for something outside the allow-list; nothing of it ran."""
 
 
@@ -67,7 +67,7 @@ def _numpy_private(module: str) -> Any:
 def _latin1_encode(text: str, encoding: str = 'latin1') -> bytes:
   """Stands in for ``_codecs.encode``, admitting only what pickle protocols 0-2 use."""
   if encoding not in ('latin1', 'latin-1') or not isinstance(text, str):
-    raise _RefusedGlobal(f'the file calls _codecs.encode with {encoding!r}; only '
+    raise RefusedPickle(f'the file calls _codecs.encode with {encoding!r}; only '
                          "'latin1' (how protocol-2 pickles store bytes) is allowed.")
   return text.encode('latin1')
 
@@ -102,23 +102,34 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 _ALLOWED_GLOBALS = _allowed_globals()
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-  """Unpickler that resolves only the names numpy arrays, dtypes and scalars need."""
+class AllowlistUnpickler(pickle.Unpickler):
+  """Unpickler that resolves only the (module, name) pairs of `ALLOWED`.
+
+  Every GLOBAL / STACK_GLOBAL / INST / OBJ / EXT opcode comes through `find_class`, and a
+  pickle cannot call anything it did not first obtain there: refusing then stops the
+  file before any of its code runs. Subclasses set `ALLOWED` and `HOLDS` (what such a
+  file holds, for the message).
+  """
+  ALLOWED: Mapping[tuple[str, str], Any] = {}
+  HOLDS = 'this kind of file'
 
   def find_class(self, module: str, name: str) -> Any:
-    # Every GLOBAL / STACK_GLOBAL / INST / OBJ / EXT opcode comes through here, and a
-    # pickle cannot call anything it did not first obtain here. Refusing now therefore
-    # stops the file before any of its code runs.
     try:
-      return _ALLOWED_GLOBALS[(module, name)]
+      return self.ALLOWED[(module, name)]
     except KeyError:
-      raise _RefusedGlobal(
-          f'the file asks for {module}.{name}, which a checkpoint of numpy arrays never '
-          'needs; refusing to load it (a pickle can run arbitrary code while loading). '
-          'Nothing from the file was executed.') from None
+      raise RefusedPickle(
+          f'the file asks for {module}.{name}, which {self.HOLDS} never needs; refusing '
+          'to load it (a pickle can run arbitrary code while loading). Nothing from the '
+          'file was executed.') from None
+
+
+class _ArraysOnlyUnpickler(AllowlistUnpickler):
+  """Resolves only the names numpy arrays, dtypes and scalars need."""
+  ALLOWED = _ALLOWED_GLOBALS
+  HOLDS = 'a checkpoint of numpy arrays'
 
   def persistent_load(self, pid: Any) -> Any:
-    raise _RefusedGlobal(f'the file uses a pickle persistent id ({pid!r}), which a '
+    raise RefusedPickle(f'the file uses a pickle persistent id ({pid!r}), which a '
                          'checkpoint of numpy arrays never needs.')
 
 
@@ -143,7 +154,7 @@ def load_deepmind_checkpoint(path: str | os.PathLike[str]) -> Tree:
   with open(path_str, 'rb') as f:
     try:
       tree = _ArraysOnlyUnpickler(f).load()
-    except _RefusedGlobal as e:
+    except RefusedPickle as e:
       raise ValueError(f'load_deepmind_checkpoint(path={path_str!r}): {e}') from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as e:

@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from perceiver_agents import params_io
+
 try:  # jax's dependency; gives bfloat16 storages a numpy dtype.
   import ml_dtypes
   _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
@@ -32,8 +34,7 @@ except ImportError:  # pragma: no cover
   _BFLOAT16 = None
 
 
-class _Refused(ValueError):
-  """The pickle asked for something outside the allow-list; nothing of it ran."""
+_Refused = params_io.RefusedPickle
 
 
 class _StorageType(NamedTuple):
@@ -104,25 +105,15 @@ def _allowed() -> dict[tuple[str, str], Any]:
 _ALLOWED = _allowed()
 
 
-class _TensorsOnlyUnpickler(pickle.Unpickler):
+class _TensorsOnlyUnpickler(params_io.AllowlistUnpickler):
   """Resolves only the names a state dict of tensors needs; storages come from `read`."""
+  ALLOWED = _ALLOWED
+  HOLDS = 'a state dict of tensors'
 
   def __init__(self, file, read_storage):
     super().__init__(file)
     self._read_storage = read_storage
     self._storages: dict[str, _Storage] = {}
-
-  def find_class(self, module: str, name: str) -> Any:
-    # Every GLOBAL / STACK_GLOBAL / INST / OBJ opcode comes through here, and a pickle
-    # cannot call anything it did not first obtain here: refusing now stops the file
-    # before any of its code runs.
-    try:
-      return _ALLOWED[(module, name)]
-    except KeyError:
-      raise _Refused(
-          f'the file asks for {module}.{name}, which a state dict of tensors never '
-          'needs; refusing to load it (a pickle can run arbitrary code while loading). '
-          'Nothing from the file was executed.') from None
 
   def persistent_load(self, pid: Any) -> _Storage:
     if (not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != 'storage'
