@@ -1,4 +1,4 @@
-"""IMPALA: the actor's trajectory layout and the V-trace loss at episode boundaries."""
+"""The actor's trajectory layout, and the V-trace loss at episode boundaries."""
 
 import dm_env
 import haiku as hk
@@ -7,7 +7,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from perceiver_agents.agents import impala, networks
+import jax
+
+from perceiver_agents.agents import networks
+from perceiver_agents.agents.impala import acting, learning
+from perceiver_agents.agents.impala import config as config_lib
+from perceiver_agents.agents.impala import networks as impala_networks
 from perceiver_agents.agents.specs import ActionSpec, EnvSpec
 
 SPEC = EnvSpec(observation={'scalars': ((2,), np.float32)},
@@ -47,19 +52,21 @@ class _Scripted(dm_env.Environment):
 
 
 def _actor(tiny_agent_config, unroll_length=4, envs=None):
-  step_fn, model = impala.make_networks(SPEC, tiny_agent_config)
-  actor = impala.Actor(envs=envs or [_Scripted(), _Scripted()], env_spec=SPEC,
-                       step_fn=step_fn, core_size=tiny_agent_config.core_size,
-                       unroll_length=unroll_length, seed=0)
-  params, _ = model.init(np.random.default_rng(0).integers(0, 2**31, 2).astype(np.uint32),
-                         actor.zeros_batch(), is_training=True)
+  nets = impala_networks.make_networks(SPEC, tiny_agent_config)
+  actor = acting.Actor(envs=envs or [_Scripted(), _Scripted()], env_spec=SPEC,
+                       policy=impala_networks.make_policy(nets, SPEC),
+                       core_size=nets.core_size, unroll_length=unroll_length,
+                       key=jax.random.PRNGKey(0))
+  zeros = acting.zeros_trajectories(SPEC, num=2, unroll_length=unroll_length,
+                                    core_size=nets.core_size)
+  params, _ = nets.unroll.init(jax.random.PRNGKey(1), zeros, is_training=True)
   return actor, params
 
 
 def test_trajectories_follow_the_documented_layout(tiny_agent_config):
   actor, params = _actor(tiny_agent_config)
-  first = actor.collect(params)
-  second = actor.collect(params)
+  first, first_stats = actor.unroll(params, 7)
+  second, second_stats = actor.unroll(params, 8)
   assert first['observation']['scalars'].shape == (2, 5, 2)
   # Episode 0: steps 0..3 (3 = LAST, terminated), then the reset's FIRST.
   np.testing.assert_array_equal(first['observation']['scalars'][0, :, 1], [0, 1, 2, 3, 0])
@@ -73,8 +80,13 @@ def test_trajectories_follow_the_documented_layout(tiny_agent_config):
                                 first['observation']['scalars'][0, -1])
   assert np.any(second['core_state']['hidden'] != 0)
   np.testing.assert_array_equal(second['discount'][0, :4], [1, 1, 1, 1])  # truncated
-  assert actor.episodes == 4 and list(actor.returns) == [6.0] * 4
-  np.testing.assert_allclose(second['episode_return'], 6.0)
+  np.testing.assert_array_equal(first['param_version'], [7, 7])
+  np.testing.assert_array_equal(second['param_version'], [8, 8])
+  # Episode statistics travel beside the trajectories.
+  assert first_stats.episode_returns == [6.0, 6.0]
+  assert first_stats.episode_lengths == [3, 3]
+  assert first_stats.env_steps == 6 and second_stats.env_steps == 6
+  assert second_stats.episode_returns == [6.0, 6.0]
 
 
 def test_the_actor_rejects_observations_that_do_not_match_the_spec(tiny_agent_config):
@@ -86,7 +98,7 @@ def test_the_actor_rejects_observations_that_do_not_match_the_spec(tiny_agent_co
 
 
 def _loss(values, reward, discount, last, gamma=0.5):
-  config = impala.loss_config()
+  config = config_lib.loss_config()
   config.discount = gamma
   config.entropy_cost = 0.0
   k = len(values)
@@ -97,7 +109,7 @@ def _loss(values, reward, discount, last, gamma=0.5):
            'reward': jnp.asarray([reward], jnp.float32),
            'discount': jnp.asarray([discount], jnp.float32),
            'behaviour_logprob': jnp.full([1, k], np.log(0.5), jnp.float32)}
-  return impala.impala_loss(SPEC, config)(outputs, batch)
+  return learning.impala_loss(SPEC, config)(outputs, batch)
 
 
 def test_termination_does_not_bootstrap_but_truncation_does():
