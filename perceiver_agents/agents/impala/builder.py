@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from perceiver_agents.agents import envs as envs_lib
-from perceiver_agents.agents.impala import acting, backends, learning
+from perceiver_agents.agents.impala import acting, backends
 from perceiver_agents.agents.impala import networks as networks_lib
 from perceiver_agents.agents.impala.config import BACKENDS
 from perceiver_agents.tasks.base import Task
@@ -133,6 +133,10 @@ class ImpalaBuilder:
                env_factory: Optional[EnvFactory] = None):
     self.config = config
     self.layout = actor_layout(config)
+    if config.actors.backend == 'ray':  # Fail before any environment starts.
+      from perceiver_agents.agents.impala import ray_backend  # pylint: disable=g-import-not-at-top
+      ray_backend.import_ray()
+      ray_backend.check_address(config.actors.ray_address)
     self.actor_builder = ActorBuilder(config, envs_per_actor=self.layout.envs_per_actor,
                                       env_factory=env_factory)
     self.env_spec = self.actor_builder.env_spec
@@ -165,6 +169,9 @@ class ImpalaBuilder:
     return self.iterator
 
   def task(self) -> Task:
+    # Imported here: rlax (with TensorFlow Probability) is the learner's, and an actor
+    # process that unpickles an ActorBuilder need not load it.
+    from perceiver_agents.agents.impala import learning  # pylint: disable=g-import-not-at-top
     loss_and_metrics = learning.impala_loss(self.env_spec, self.config.impala)
     zeros = acting.zeros_trajectories(
         self.env_spec, num=self.config.train.batch_size,

@@ -22,6 +22,8 @@ import rlax
 from perceiver_agents.agents import heads as heads_lib
 from perceiver_agents.agents.specs import EnvSpec
 
+CLIP_TOLERANCE = 1e-3  # Relative: rho counts as clipped above threshold * (1 + this).
+
 
 def vtrace_loss(*, target_logprob: chex.Array, behaviour_logprob: chex.Array,
                 entropy: chex.Array, values: chex.Array, rewards: chex.Array,
@@ -48,8 +50,10 @@ def vtrace_loss(*, target_logprob: chex.Array, behaviour_logprob: chex.Array,
 
   Returns:
     (losses [B], metrics): 'pg_loss', 'baseline_loss', 'entropy', 'value'; importance
-    weights rho = pi / mu over the real transitions: 'rho_mean', 'rho_max' (the
-    trajectory's largest) and 'rho_clipped_fraction' (rho > clip_rho_threshold).
+    weights rho = pi / mu over the real transitions: 'rho_mean', 'rho_min' and
+    'rho_max' (the trajectory's smallest and largest; inf and 0 without real
+    transitions) and 'rho_clipped_fraction' (rho above clip_rho_threshold by more than
+    CLIP_TOLERANCE, so that float round-off on-policy does not count).
   """
   chex.assert_rank([target_logprob, behaviour_logprob, entropy, values, rewards,
                     discounts, mask], [2, 2, 2, 2, 2, 2, 2])
@@ -76,8 +80,10 @@ def vtrace_loss(*, target_logprob: chex.Array, behaviour_logprob: chex.Array,
         'pg_loss': pg, 'baseline_loss': baseline, 'entropy': mean_entropy,
         'value': jnp.sum(v[:-1] * m) / count,
         'rho_mean': jnp.sum(rho * m) / count,
+        'rho_min': jnp.min(jnp.where(m > 0, rho, jnp.inf)),
         'rho_max': jnp.max(jnp.where(m > 0, rho, 0.0)),
-        'rho_clipped_fraction': jnp.sum((rho > clip_rho_threshold) * m) / count}
+        'rho_clipped_fraction': jnp.sum(
+            (rho > clip_rho_threshold * (1 + CLIP_TOLERANCE)) * m) / count}
 
   return jax.vmap(per_trajectory)(target_logprob, behaviour_logprob, entropy, values,
                                   rewards, discounts, mask)

@@ -29,16 +29,23 @@ EXTRA_HINT = ("actors.backend='ray' needs Ray, an optional extra: "
               "pip install 'perceiver-agents[distributed]'")
 
 
+class MissingRayError(ImportError, ValueError):
+  """Ray is not installed (a ValueError too: a configuration the install cannot run)."""
+
+
 def import_ray():
-  """The ray module, or one ImportError naming the extra to install."""
+  """The ray module, or one MissingRayError naming the extra to install."""
   try:
     import ray  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError(f'{EXTRA_HINT} ({e}).') from None
+    raise MissingRayError(f'{EXTRA_HINT} ({e}).') from None
   return ray
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+  """Raises a ValueError unless `address` is '', 'auto' or a reachable HOST:PORT."""
+  if address in ('', 'auto'):
+    return
   host, sep, port = address.rpartition(':')
   if not sep or not port.isdigit():
     raise ValueError(f"actors.ray_address must be '', 'auto' or HOST:PORT, got "
@@ -56,10 +63,9 @@ def connect(address: str, *, num_cpus: int) -> bool:
   Returns whether this call initialised Ray (then the caller shuts it down).
   """
   ray = import_ray()
+  check_address(address)
   if ray.is_initialized():
     return False
-  if address not in ('', 'auto'):
-    _check_reachable(address)
   try:
     if address:
       ray.init(address=address, logging_level='WARNING')

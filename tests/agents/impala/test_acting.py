@@ -1,17 +1,11 @@
-"""The actor's trajectory layout, and the V-trace loss at episode boundaries."""
+"""The actor: trajectory layout, episode statistics, observation checks."""
 
 import dm_env
-import haiku as hk
-import jax.numpy as jnp
-import ml_collections
+import jax
 import numpy as np
 import pytest
 
-import jax
-
-from perceiver_agents.agents import networks
-from perceiver_agents.agents.impala import acting, learning
-from perceiver_agents.agents.impala import config as config_lib
+from perceiver_agents.agents.impala import acting
 from perceiver_agents.agents.impala import networks as impala_networks
 from perceiver_agents.agents.specs import ActionSpec, EnvSpec
 
@@ -97,33 +91,14 @@ def test_the_actor_rejects_observations_that_do_not_match_the_spec(tiny_agent_co
     _actor(tiny_agent_config, envs=[Bad()])
 
 
-def _loss(values, reward, discount, last, gamma=0.5):
-  config = config_lib.loss_config()
-  config.discount = gamma
-  config.entropy_cost = 0.0
-  k = len(values)
-  outputs = networks.AgentOutput(
-      logits={'function': jnp.zeros([1, k, 2])}, value=jnp.asarray([values], jnp.float32),
-      action={'function': jnp.zeros([1, k], jnp.int32)})
-  batch = {'first': jnp.zeros([1, k], bool), 'last': jnp.asarray([last], bool),
-           'reward': jnp.asarray([reward], jnp.float32),
-           'discount': jnp.asarray([discount], jnp.float32),
-           'behaviour_logprob': jnp.full([1, k], np.log(0.5), jnp.float32)}
-  return learning.impala_loss(SPEC, config)(outputs, batch)
-
-
-def test_termination_does_not_bootstrap_but_truncation_does():
-  # Steps: 0 -> 1 (LAST). On-policy (rho = 1), so the V-trace target of step 0 is
-  # r + gamma * discount * V(1); step 1 -> 2 crosses the reset and is masked.
-  values = [0.0, 4.0, 100.0]
-  _, terminated = _loss(values, [0, 1, 0], [1, 0, 1], [0, 1, 0])
-  _, truncated = _loss(values, [0, 1, 0], [1, 1, 1], [0, 1, 0])
-  np.testing.assert_allclose(terminated['baseline_loss'], 0.5 * 1.0 ** 2, rtol=1e-5)
-  np.testing.assert_allclose(truncated['baseline_loss'], 0.5 * (1 + 0.5 * 4) ** 2,
-                             rtol=1e-5)
-
-
-def test_the_transition_across_a_reset_is_masked():
-  base, _ = _loss([0.0, 4.0, 1.0], [0, 1, 5], [1, 0, 1], [0, 1, 0])
-  changed, _ = _loss([0.0, 4.0, -50.0], [0, 1, 99], [1, 0, 1], [0, 1, 0])
-  np.testing.assert_allclose(base, changed, rtol=1e-6)
+def test_get_state_and_set_state_continue_exactly(tiny_agent_config):
+  actor, params = _actor(tiny_agent_config)
+  actor.unroll(params, 0)
+  saved = actor.get_state()
+  expected, expected_stats = actor.unroll(params, 1)
+  actor.unroll(params, 2)
+  actor.set_state(saved)
+  actual, actual_stats = actor.unroll(params, 1)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(actual)):
+    np.testing.assert_array_equal(a, b)
+  assert expected_stats == actual_stats
