@@ -73,6 +73,13 @@ class ParameterSource:
       return self._params, self._version
 
 
+def _first_line(error: BaseException, limit: int = 200) -> str:
+  """'Type: first line of the message' (Ray's errors run over many lines)."""
+  lines = str(error).strip().splitlines()
+  text = f'{type(error).__name__}: {lines[0] if lines else ""}'
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
 class RestartBudget:
   """Counts actor restarts against actors.max_restarts, logging each one."""
 
@@ -85,15 +92,15 @@ class RestartBudget:
 
   def allow(self, actor_id: int, error: BaseException) -> bool:
     """True (and logs the restart) if actor `actor_id` may be restarted after `error`."""
+    error = _first_line(error)
     with self._lock:
       if self.count >= self._max:
-        log.error('actor %d failed (%s: %s); actors.max_restarts=%d restarts used, '
-                  'stopping.', actor_id, type(error).__name__, error, self._max)
+        log.error('actor %d failed (%s); actors.max_restarts=%d restarts used, '
+                  'stopping.', actor_id, error, self._max)
         return False
       self.count += 1
-      log.warning('actor %d failed (%s: %s); restarting it with fresh environments '
-                  '(restart %d of at most %d).', actor_id, type(error).__name__, error,
-                  self.count, self._max)
+      log.warning('actor %d failed (%s); restarting it with fresh environments '
+                  '(restart %d of at most %d).', actor_id, error, self.count, self._max)
       return True
 
 
