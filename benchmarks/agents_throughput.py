@@ -21,7 +21,8 @@ learning: catch for 300 updates (BENCHMARKS.md's agents_catch row) and entity_mi
 fault: catch on ray with 2 actors for --steps updates; a thread SIGKILLs actor 0's
   process after update 3; the run must finish and log a restart.
 
-Writes benchmarks/results/agents_throughput_<mode>.json and prints a markdown table.
+Writes benchmarks/results/agents_throughput_<mode>[_<runs>].json; throughput also prints
+a markdown table.
 """
 
 import argparse
@@ -206,7 +207,8 @@ def main():
              logging_level='WARNING')
   rows = {'throughput': throughput, 'learning': learning, 'fault': fault}[args.mode](args)
   os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, f'agents_throughput_{args.mode}.json'), 'w') as f:
+  name = args.mode + ('_' + args.runs.replace(',', '_') if args.mode == 'learning' else '')
+  with open(os.path.join(args.out, f'agents_throughput_{name}.json'), 'w') as f:
     json.dump({'command': ' '.join(['benchmarks/agents_throughput.py'] + sys.argv[1:]),
                'cpus': os.cpu_count(), 'load_average_at_end': os.getloadavg(),
                'rows': rows}, f, indent=1)

@@ -266,8 +266,9 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
       t_log, steps_since_log = time.perf_counter(), 0
       if publish is not None:
         publish(ts.params, step)
-      batch = prefetcher.fetch() if step < total else None
-      while step < total and stop.received is None:
+      # A batch once fetched is trained on (a stop signal during its fetch included).
+      batch = prefetcher.fetch() if step < total and stop.received is None else None
+      while batch is not None:
         ts, scalars = programs.update(ts, batch)
         pending.append((step, scalars))
         step += 1
@@ -284,6 +285,7 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
         if ckpt_every and step % ckpt_every == 0:
           save()
         t_log += time.perf_counter() - t_pause  # Throughput counts training time only.
+        batch = None
         if step < total and stop.received is None:
           batch = prefetcher.fetch()  # Overlaps the update just dispatched.
       save()
