@@ -1,7 +1,7 @@
 """IMPALA actor backends side by side: env steps/s and learner updates/s, learning, faults.
 
     flock /tmp/perceiver_bench.lock .venv/bin/python benchmarks/agents_throughput.py \
-        throughput [--envs catch,entity_micro] [--steps 10] [--actors 1,2,4]
+        throughput [--envs catch,entity_micro] [--steps 12] [--actors 1,2,4]
     flock /tmp/perceiver_bench.lock .venv/bin/python benchmarks/agents_throughput.py \
         learning [--runs catch,entity_micro] [--backend ray --num_actors 4]
     flock /tmp/perceiver_bench.lock .venv/bin/python benchmarks/agents_throughput.py fault
@@ -9,9 +9,10 @@
 throughput: for each environment, trains `--steps` updates with inline (1 actor), then
   threads and ray with each of --actors actors (train.batch_size = 16 trajectories per
   update, split evenly over the actors), all in this process one after another (one
-  local Ray for all ray runs). Rates are those of the second half of each run (the first
-  half holds compilation and start-up): learner updates/s over training time and
-  environment steps/s as the actors report them. catch = bsuite catch/0 as entities with
+  local Ray for all ray runs). Rates are the means over the last two thirds of each run
+  (the first third holds compilation and start-up; the actors' queue, at most one
+  update's worth, is full or empty alike at both ends of a steady window): learner
+  updates/s over training time and environment steps/s as the actors report them. catch = bsuite catch/0 as entities with
   the Perceiver IO encoder (benchmarks/agents_catch.py's config, unroll 20), no step
   delay; entity_micro = benchmarks/agents_entity.py's Perceiver IO config (unroll 8) with
   env_step_delay_ms=20, standing in for a game engine such as StarCraft II.
@@ -82,17 +83,18 @@ def throughput(args) -> list:
     base, delay = ENVS[env]
     for backend, num_actors in configs:
       config = make_config(base, f'train.steps={args.steps}',
-                           f'train.log_every={args.steps // 2}',
+                           f'train.log_every={args.steps // 3}',
                            f'env_step_delay_ms={delay}', f'actors.backend={backend}',
                            f'actors.num_actors={num_actors}')
       _, records, wall, _ = train(config, f'{env}_{backend}_{num_actors}')
-      last = records[-1]  # The second half of the run.
+      steady = records[1:]  # The first third holds compilation and start-up.
+      mean = lambda key: sum(r[key] for r in steady) / len(steady)
       rows.append({'env': env, 'delay_ms': delay, 'backend': backend,
                    'num_actors': num_actors,
                    'envs_per_actor': config.train.batch_size // num_actors,
-                   'env_steps_per_s': last['env_steps_per_s'],
-                   'updates_per_s': last['examples_per_s'] / config.train.batch_size,
-                   'policy_lag_mean': last['policy_lag_mean'],
+                   'env_steps_per_s': mean('env_steps_per_s'),
+                   'updates_per_s': mean('examples_per_s') / config.train.batch_size,
+                   'policy_lag_mean': mean('policy_lag_mean'),
                    'wall_seconds': wall})
       print(json.dumps(rows[-1]), flush=True)
   for env in args.envs.split(','):
@@ -186,7 +188,7 @@ def main():
   parser.add_argument('--envs', default='catch,entity_micro')
   parser.add_argument('--actors', default='1,2,4')
   parser.add_argument('--steps', type=int, default=0,
-                      help='updates per run (default: throughput 10, learning as the '
+                      help='updates per run (default: throughput 12, learning as the '
                            'BENCHMARKS.md rows, fault 12)')
   parser.add_argument('--runs', default='catch,entity_micro')
   parser.add_argument('--backend', default='ray')
@@ -194,7 +196,7 @@ def main():
   parser.add_argument('--out', default='benchmarks/results')
   args = parser.parse_args()
   if args.mode == 'throughput':
-    args.steps = args.steps or 10
+    args.steps = args.steps or 12
   elif args.mode == 'fault':
     args.steps = args.steps or 12
   needs_ray = args.mode == 'fault' or (args.mode == 'throughput') or args.backend == 'ray'
