@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
   from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
   from perceiver_agents.data import procedural_flow  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.tasks import optical_flow, pretrained  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.tasks import optical_flow, workdir  # pylint: disable=g-import-not-at-top
 
   config = optical_flow.get_config()
   overrides = [f'train.steps={args.steps}', 'train.progress_bar=false',
@@ -76,12 +76,14 @@ def main(argv=None) -> int:
   learner.apply_overrides(config, overrides)
   task = optical_flow.build(config)
   os.makedirs(args.workdir, exist_ok=True)
-  with open(os.path.join(args.workdir, 'run.json'), 'w') as f:  # As the CLI: `predict` reads it.
-    json.dump({'task': 'optical_flow', 'overrides': overrides}, f, indent=2)
+  record = lambda _: workdir.record_run(  # As the CLI does: `predict` reads it.
+      args.workdir, task='optical_flow', command='train', new=overrides,
+      overrides=overrides)
   start = time.time()
-  result = learner.train(task, config, args.workdir)
+  result = learner.train(task, config, args.workdir, on_ready=record)
   train_s = time.time() - start
-  params, state, step = pretrained.restore_run(task, config, args.workdir)
+  _, ts = learner.load_state(task, config, args.workdir)
+  params, state, step = ts.params, ts.state, int(ts.step)
   predict = optical_flow.make_predictor(config, params, state)
 
   # Held-out procedural pairs (the task's eval stream).

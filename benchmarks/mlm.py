@@ -58,6 +58,7 @@ def main() -> int:
   from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
   from perceiver_agents.data import text as text_data  # pylint: disable=g-import-not-at-top
   from perceiver_agents.tasks import mlm  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.tasks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   overrides = [f'data.files={corpus_path()}', 'data.document_unit=line',
                f'train.steps={args.steps}', f'train.batch_size={args.batch_size}',
@@ -72,8 +73,8 @@ def main() -> int:
   config = learner.apply_overrides(mlm.get_config(), overrides)
   workdir = args.workdir or tempfile.mkdtemp(prefix='mlm_bench_')
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'run.json'), 'w') as f:  # as `train mlm` writes it,
-    json.dump({'task': 'mlm', 'overrides': overrides}, f)  # so `predict mlm` reads it
+  workdir_lib.record_run(workdir, task='mlm', command='train', new=overrides,  # as `train
+                         overrides=overrides)  # mlm` records it, so `predict mlm` reads it
   task = mlm.build(config)
 
   # Unigram baseline from the training windows' maskable bytes.

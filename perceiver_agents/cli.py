@@ -5,9 +5,11 @@
     perceiver-agents list
     perceiver-agents predict|generate TASK ARGS...   (tasks that define them)
 
-`train` resumes from the latest checkpoint in DIR if there is one. `eval` reuses the
-overrides the run was trained with (recorded in DIR/run.json) unless given new ones.
-`--distributed` calls jax.distributed.initialize() first (one process per host).
+`train` resumes from the newest intact checkpoint in DIR if there is one. Every command
+on a workdir applies the run's recorded overrides (DIR/run.json) first and the new ones on
+top; a resumed `train` refuses a changed `model.*` field. `train` records the run only once
+its config is valid and its state is built or restored. `--distributed` calls
+jax.distributed.initialize() first (one process per host).
 """
 
 import argparse
@@ -17,10 +19,8 @@ import sys
 from typing import List, Optional, Sequence
 
 from perceiver_agents import host_memory
+from perceiver_agents import startup
 from perceiver_agents import tasks
-
-RUN_FILE = 'run.json'
-
 
 def _split_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> List[str]:
   """'--config.a.b=v' and '--config.a.b v' -> ['a.b=v', ...]; anything else is an error."""
@@ -55,12 +55,6 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _config(task_name: str, overrides: List[str]):
-  from perceiver_agents.learner import apply_overrides  # pylint: disable=g-import-not-at-top
-  module = tasks.get(task_name)
-  return module, apply_overrides(module.get_config(), overrides)
-
-
 def _list() -> int:
   for name in tasks.names():
     try:
@@ -88,6 +82,7 @@ def _task_command(command: str, argv: Sequence[str]) -> int:
     print(f'perceiver-agents: error: usage: perceiver-agents {command} TASK ...',
           file=sys.stderr)
     return 2
+  startup.quiet_libraries()
   try:
     module = tasks.get(argv[0])
     if not hasattr(module, command):
@@ -112,17 +107,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
       parser.error(f'unrecognized arguments: {" ".join(extra)}')
     return _list()
-  overrides = _split_overrides(extra, parser)
-  run_file = os.path.join(args.workdir, RUN_FILE)
+  new = _split_overrides(extra, parser)
+  startup.quiet_libraries()
   try:
-    if args.command == 'eval' and os.path.exists(run_file):
-      with open(run_file) as f:
-        run = json.load(f)
-      if run['task'] != args.task:
-        raise ValueError(f'task: {args.workdir} holds a run of {run["task"]!r}, '
-                         f'not {args.task!r}.')
-      overrides = overrides or run['overrides']
-    module, config = _config(args.task, overrides)
+    from perceiver_agents.learner import apply_overrides  # pylint: disable=g-import-not-at-top
+    from perceiver_agents.tasks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    module = tasks.get(args.task)
+    resuming = args.command == 'train' and workdir_lib.is_workdir(args.workdir)
+    overrides = workdir_lib.run_overrides(args.workdir, new, task=args.task,
+                                          resuming=resuming)
+    config = apply_overrides(module.get_config(), overrides)
   except ValueError as e:
     print(f'perceiver-agents: error: {e}', file=sys.stderr)
     return 2
@@ -131,20 +125,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
   if args.distributed:
     jax.distributed.initialize()
+
+  def record(_):
+    if jax.process_index() == 0:
+      workdir_lib.record_run(args.workdir, task=args.task, command='train', new=new,
+                             overrides=overrides)
+
   try:
     task = module.build(config)
     if args.command == 'train':
-      if jax.process_index() == 0:
-        os.makedirs(args.workdir, exist_ok=True)
-        with open(run_file, 'w') as f:
-          json.dump({'task': args.task, 'overrides': overrides}, f, indent=2)
-      result = learner.train(task, config, args.workdir)
+      result = learner.train(task, config, args.workdir, on_ready=record)
       if result.interrupted_by is not None:
         return 128 + result.interrupted_by
       print(json.dumps({'step': result.step, 'eval': result.eval_metrics}))
     else:
       step, metrics = learner.evaluate(task, config, args.workdir)
+      print(f'perceiver-agents: evaluated checkpoint {step} of {args.workdir}',
+            file=sys.stderr)
       print(json.dumps({'step': step, 'eval': metrics}))
+  except learner.CheckpointMismatchError as e:
+    print(f'perceiver-agents: error: {workdir_lib.explain_mismatch(e, args.workdir, new)}',
+          file=sys.stderr)
+    return 2
   except ValueError as e:
     print(f'perceiver-agents: error: {e}', file=sys.stderr)
     return 2

@@ -82,19 +82,20 @@ class AgentNetwork(hk.Module):
     self._config = config
     obs = env_spec.observation
     self._entity_encoder = self._spatial_encoder = self._scalar_encoder = None
+    # Both choices are checked for every environment, also one without that observation.
+    entity_factory = encoders_lib.resolve(config.encoder, encoders_lib.ENTITY_ENCODERS,
+                                          field='agent.encoder')
+    spatial_factory = encoders_lib.resolve(config.spatial_encoder,
+                                           encoders_lib.SPATIAL_ENCODERS,
+                                           field='agent.spatial_encoder')
     if 'entities' in obs:
-      factory = encoders_lib.resolve(config.encoder, encoders_lib.ENTITY_ENCODERS,
-                                     field='agent.encoder')
-      self._entity_encoder = factory(output_size=config.embedding_size,
-                                     entity_size=config.entity_size,
-                                     **_entity_kwargs(config))
+      self._entity_encoder = entity_factory(output_size=config.embedding_size,
+                                            entity_size=config.entity_size,
+                                            **_entity_kwargs(config))
     if 'spatial' in obs:
-      factory = encoders_lib.resolve(config.spatial_encoder,
-                                     encoders_lib.SPATIAL_ENCODERS,
-                                     field='agent.spatial_encoder')
-      self._spatial_encoder = factory(output_size=config.embedding_size,
-                                      cell_size=config.entity_size,
-                                      **_spatial_kwargs(config))
+      self._spatial_encoder = spatial_factory(output_size=config.embedding_size,
+                                              cell_size=config.entity_size,
+                                              **_spatial_kwargs(config))
     if 'scalars' in obs:
       self._scalar_encoder = encoders_lib.MLPScalarEncoder(
           output_size=config.embedding_size)

@@ -20,6 +20,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from perceiver_agents.data import tfds_util
+
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -129,14 +131,20 @@ def _records(*, name: str, split: str, data_dir: Optional[str]):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f'--config.data.name: {name!r} is not a TFDS dataset.') from None
+  try:
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders={'image': tfds.decode.SkipDecoding()},
                             read_config=tfds.ReadConfig(shuffle_seed=0))
-  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError, ValueError) as e:
-    where = data_dir or '~/tensorflow_datasets'
-    raise ValueError(f'data.data_dir: TFDS dataset {name!r} split {split!r} is not '
-                     f'available under {where} ({type(e).__name__}: {e}). ImageNet must '
-                     'be prepared manually: see the TFDS imagenet2012 page.') from None
+  except (AssertionError, FileNotFoundError, tf.errors.NotFoundError):
+    raise ValueError(tfds_util.not_prepared_message(
+        name, data_dir=data_dir, flag='data.data_dir',
+        manual_instructions=getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
+    )) from None
+  except ValueError as e:  # E.g. a split the prepared dataset does not have.
+    raise ValueError(f'--config.data.data_dir: TFDS dataset {name!r} split {split!r}: '
+                     f'{str(e).strip().splitlines()[0][:200]}') from None
   num_classes = builder.info.features['label'].num_classes
   try:
     num_examples = builder.info.splits[split].num_examples

@@ -194,7 +194,8 @@ def fit_length(x: np.ndarray, length: int, *, pad: str = 'error', name: str = 'c
     return x[:length]
   if pad == 'error' or n == 0:
     raise ValueError(f'{name}: has {n} entries, shorter than the model window of '
-                     f'{length} (allow padding to pad it).')
+                     f'{length}; pass --config.data.pad_short=true to pad short '
+                     f'inputs instead.')
   widths = [(0, length - n)] + [(0, 0)] * (x.ndim - 1)
   return np.pad(x, widths, mode='constant' if pad == 'zeros' else 'edge')
 

@@ -32,6 +32,7 @@ from typing import Optional
 
 import numpy as np
 
+from perceiver_agents.data import tfds_util
 from perceiver_agents.encoders.text import BytesTokenizer
 
 TOKENIZER = BytesTokenizer()
@@ -127,11 +128,14 @@ def split_by_document(documents: Sequence[str], *, eval_fraction: float,
   return train, evaluation
 
 
-def tfds_documents(name: str, split: str, *, field: str = 'text') -> Iterator[bytes]:
+def tfds_documents(name: str, split: str, *, field: str = 'text', data_dir: str = '',
+                   flag: str = 'data.data_dir') -> Iterator[bytes]:
   """Streams the `field` of TFDS dataset `name`/`split` in the builder's fixed order, as
-  raw UTF-8 bytes (files are not shuffled, so the stream is the same on every run)."""
+  raw UTF-8 bytes (files are not shuffled, so the stream is the same on every run).
+  The dataset must be prepared in `data_dir` ('' = TFDS's default; `flag` names it)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  dataset = tfds.load(name, split=split, shuffle_files=False)
+  dataset = tfds_util.load(name, split=split, data_dir=data_dir, flag=flag,
+                           shuffle_files=False)
   for example in tfds.as_numpy(dataset):
     if field not in example:
       raise ValueError(f'{name}: examples have no {field!r} feature (features: '

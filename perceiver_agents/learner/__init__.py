@@ -1,6 +1,7 @@
 """The one training loop: train state, sharding, optimizers, checkpoints, metrics."""
 
-from perceiver_agents.learner.checkpoint import Checkpointer
+from perceiver_agents.learner.checkpoint import (CheckpointError, CheckpointMismatchError,
+                                                 Checkpointer, DamagedCheckpointError)
 from perceiver_agents.learner.config import apply_overrides, default_config
 from perceiver_agents.learner.loop import (NonFiniteLossError, Programs, TrainResult,
                                            build_programs, evaluate, initial_state,

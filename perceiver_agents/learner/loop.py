@@ -16,6 +16,7 @@ if never stopped.
 import operator
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional
@@ -165,13 +166,33 @@ def _first_nonfinite(pending: list) -> Optional[tuple]:
   return None
 
 
+def _warn(message: str) -> None:
+  print(f'perceiver-agents: warning: {message}', file=sys.stderr, flush=True)
+
+
+def restore_latest(checkpoints: checkpoint_lib.Checkpointer, programs: Programs, *,
+                   quarantine: bool = False) -> tuple[int, TrainState]:
+  """(step, state) of the newest intact checkpoint, laid out on the programs' mesh.
+
+  Damaged checkpoints are skipped with one warning each (and with `quarantine`, moved
+  aside so that the run can write those steps anew).
+  """
+  return checkpoints.restore_latest(
+      checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
+      warn=_warn, quarantine=quarantine)
+
+
 def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
-          mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
+          mesh: Optional[jax.sharding.Mesh] = None,
+          on_ready: Optional[Callable[[Optional[int]], None]] = None) -> TrainResult:
   """Trains `task` for config.train.steps, resuming from `workdir` if it has checkpoints.
 
   Writes to `workdir`: checkpoints/<step>/, metrics.jsonl, TensorBoard event files and
   config.json. Saves a checkpoint every checkpoint.every steps, at the end, and on
-  SIGINT/SIGTERM (then returns with `interrupted_by` set).
+  SIGINT/SIGTERM (then returns with `interrupted_by` set). Resumes from the newest intact
+  checkpoint; damaged newer ones are moved aside into checkpoints.damaged/ with a warning.
+  `on_ready(restored_step or None)` is called once the state is built or restored, before
+  the first update (the CLI records the run then).
 
   Raises:
     NonFiniteLossError: naming the step whose loss was NaN/inf; checkpoints written before
@@ -189,14 +210,17 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
   checkpoints = checkpoint_lib.Checkpointer(
       os.path.join(workdir, CHECKPOINT_DIR), keep=config.checkpoint.keep,
       async_save=config.checkpoint.async_save)
-  latest = checkpoints.latest_step()
-  if latest is None:
-    ts = initial_state(task, config, programs)
-    step = 0
-  else:
-    ts = checkpoints.restore(
-        checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=latest)
-    step = latest
+  try:
+    if checkpoints.latest_step() is None:
+      latest, ts = None, initial_state(task, config, programs)
+    else:
+      latest, ts = restore_latest(checkpoints, programs, quarantine=True)
+  except BaseException:
+    checkpoints.close()
+    raise
+  step = 0 if latest is None else latest
+  if on_ready is not None:
+    on_ready(latest)
   writer = MetricsWriter(workdir) if is_chief else None
   if is_chief:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -308,9 +332,8 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
 def load_state(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
                programs: Optional[Programs] = None,
                step: Optional[int] = None) -> tuple[Programs, TrainState]:
-  """Restores checkpoint `step` (default: latest) of `workdir` onto the current mesh.
-
-  The checkpoint may come from a run on another number of devices.
+  """Restores checkpoint `step` (default: the newest intact one) of `workdir` onto the
+  current mesh. The checkpoint may come from a run on another number of devices.
   """
   programs = build_programs(task, config) if programs is None else programs
   checkpoints = checkpoint_lib.Checkpointer(
@@ -318,8 +341,11 @@ def load_state(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
   try:
     if checkpoints.latest_step() is None:
       raise ValueError(f'workdir: no checkpoint in {checkpoints.directory}; train first.')
-    ts = checkpoints.restore(
-        checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
+    if step is None:
+      _, ts = restore_latest(checkpoints, programs)
+    else:
+      ts = checkpoints.restore(
+          checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
   finally:
     checkpoints.close()
   return programs, ts

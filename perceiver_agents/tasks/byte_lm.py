@@ -1,7 +1,7 @@
 """Byte-level language modelling with Perceiver AR (UTF-8 bytes, ids of BytesTokenizer).
 
 Text comes from local files (data.source='files', the default) or TFDS `pg19`
-(data.source='tfds'; needs the prepared dataset in data.tfds_data_dir). Files are read as
+(data.source='tfds'; needs the prepared dataset in data.data_dir). Files are read as
 raw bytes and joined with newlines; with data.files empty, gensim's Lee news corpus
 (gensim/test/test_data/lee_background.cor, ~360 kB of English, shipped with gensim) is
 used. The last data.eval_fraction of the bytes is the held-out split (pg19: its
@@ -28,6 +28,7 @@ import numpy as np
 
 from perceiver_agents.blocks.ar_generation import check_sampling
 from perceiver_agents.data import sampling
+from perceiver_agents.data import tfds_util
 from perceiver_agents.encoders.text import BytesTokenizer
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import ar_lm
@@ -70,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.eval_fraction = 0.1    # Held-out tail of the files' bytes.
   config.data.max_eval_windows = 0   # 0: score the whole held-out split.
   config.data.tfds_name = 'pg19'
-  config.data.tfds_data_dir = ''     # '' = TFDS's default data dir.
+  config.data.data_dir = ''          # Where TFDS data is prepared ('' = TFDS default).
   config.data.tfds_max_books = 50    # Books read per split (pg19 books are ~400 kB).
   return config
 
@@ -108,13 +109,8 @@ def read_files(patterns: str) -> bytes:
 def _tfds_bytes(config: ml_collections.ConfigDict, split: str) -> bytes:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   d = config.data
-  try:
-    ds = tfds.load(d.tfds_name, split=f'{split}[:{d.tfds_max_books}]',
-                   data_dir=d.tfds_data_dir or None, download=False)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'data.source=tfds: cannot load {d.tfds_name!r} split {split!r} '
-                     f'from data.tfds_data_dir={d.tfds_data_dir!r} ({type(e).__name__}: '
-                     f'{e}). Prepare it with `tfds build {d.tfds_name}` first.') from None
+  ds = tfds_util.load(d.tfds_name, split=f'{split}[:{d.tfds_max_books}]',
+                      data_dir=d.data_dir, flag='data.data_dir')
   return b'\n'.join(bytes(ex['book_text']) for ex in tfds.as_numpy(ds))
 
 

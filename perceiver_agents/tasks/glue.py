@@ -56,6 +56,7 @@ from perceiver_agents import blocks
 from perceiver_agents import zoo
 from perceiver_agents.data import sampling
 from perceiver_agents.data import text as text_data
+from perceiver_agents.data import tfds_util
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import glue_metrics
 from perceiver_agents.tasks import mlm
@@ -105,6 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.tasks = 'cola'               # A task, a comma-separated list, or 'all' (the 8).
   data.max_train_examples = 0       # Per task; 0 = the whole train split.
   data.max_eval_examples = 0        # Per task; 0 = the whole validation split.
+  data.data_dir = ''                # Where TFDS glue/* is prepared ('' = TFDS default).
   config.data = data
   return config
 
@@ -147,14 +149,18 @@ def encode_example(segments, window: int) -> np.ndarray:
   return np.concatenate(parts)
 
 
-def load_examples(task: str, split: str, *, max_examples: int = 0) -> dict:
-  """TFDS `glue/<task>` split as {'text': [N] tuples of bytes, 'label': float32 [N]}."""
+def load_examples(task: str, split: str, *, max_examples: int = 0,
+                  data_dir: str = '') -> dict:
+  """TFDS `glue/<task>` split as {'text': [N] tuples of bytes, 'label': float32 [N]},
+  prepared in `data_dir` ('' = TFDS's default)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   spec = GLUE_TASKS[task]
   if max_examples:
     split = f'{split}[:{max_examples}]'
   texts, labels = [], []
-  for example in tfds.as_numpy(tfds.load(f'glue/{task}', split=split, shuffle_files=False)):
+  dataset = tfds_util.load(f'glue/{task}', split=split, data_dir=data_dir,
+                           flag='data.data_dir', shuffle_files=False)
+  for example in tfds.as_numpy(dataset):
     texts.append(tuple(bytes(example[f]) for f in spec.fields))
     labels.append(example['label'])
   if not texts:
@@ -299,13 +305,14 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> Any:
 
 def build(config: ml_collections.ConfigDict) -> Task:
   task_names = parse_tasks(config.data.tasks)
+  d = config.data
+  train_sets = [load_examples(n, 'train', max_examples=d.max_train_examples,
+                              data_dir=d.data_dir) for n in task_names]
+  eval_sets = [load_examples(n, GLUE_TASKS[n].eval_split,
+                             max_examples=d.max_eval_examples, data_dir=d.data_dir)
+               for n in task_names]
   pretrained = resolve_model_config(config)
   window = mlm.window_length(config.model)
-  train_sets = [load_examples(n, 'train', max_examples=config.data.max_train_examples)
-                for n in task_names]
-  eval_sets = [load_examples(n, GLUE_TASKS[n].eval_split,
-                             max_examples=config.data.max_eval_examples)
-               for n in task_names]
   batch_size = config.train.batch_size
 
   def train_batch(step: int) -> dict:
@@ -367,7 +374,8 @@ def evaluate_workdir(workdir: str, *, max_examples: int = 0,
   limit = max_examples or recorded['data'].get('max_eval_examples', 0)
   results = {}
   for t, name in enumerate(task_names):
-    examples = load_examples(name, GLUE_TASKS[name].eval_split, max_examples=limit)
+    examples = load_examples(name, GLUE_TASKS[name].eval_split, max_examples=limit,
+                             data_dir=recorded['data'].get('data_dir', ''))
     n = len(examples['label'])
     predictions = []
     for start in range(0, n, batch_size):

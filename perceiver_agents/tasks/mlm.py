@@ -48,8 +48,10 @@ import optax
 from perceiver_agents import zoo
 from perceiver_agents.data import sampling
 from perceiver_agents.data import text as text_data
+from perceiver_agents.data import tfds_util
 from perceiver_agents.learner.checkpoint import Checkpointer
 from perceiver_agents.learner.config import apply_overrides, default_config
+from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import Task
 
 SPLIT_SEED = 0        # Fixed: the held-out documents must not change with the run's seed.
@@ -93,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.document_unit = 'line'  # line | paragraph | file.
   config.data.eval_fraction = 0.1   # Held-out documents (source 'files').
   config.data.eval_windows = 64     # Eval windows read from the TFDS eval splits.
+  config.data.data_dir = ''         # Where the TFDS sources are prepared ('' = default).
   config.data.mask_rate = text_data.MASK_RATE
   return config
 
@@ -175,11 +178,20 @@ def masked_metrics(logits, batch):
 # -------------------------------------------------------------------------------------
 
 
-def _tfds_streams(source: str, which: int) -> list:
+def _tfds_streams(source: str, which: int, data_dir: str) -> list:
   names = source.split('+')
   return [lambda n=n: text_data.tfds_documents(text_data.TFDS_SOURCES[n][0],
-                                               text_data.TFDS_SOURCES[n][which])
+                                               text_data.TFDS_SOURCES[n][which],
+                                               data_dir=data_dir)
           for n in names]
+
+
+def _check_prepared(source: str, data_dir: str) -> None:
+  """Every TFDS split that `source` streams is prepared (else one clear ValueError)."""
+  for n in source.split('+'):
+    name, train, evaluation = text_data.TFDS_SOURCES[n]
+    for split in (train, evaluation):
+      tfds_util.load(name, split=split, data_dir=data_dir, flag='data.data_dir')
 
 
 def build(config: ml_collections.ConfigDict) -> Task:
@@ -206,12 +218,13 @@ def build(config: ml_collections.ConfigDict) -> Task:
                                    num_examples=len(train_windows))
       return train_windows[idx]
   else:
-    streams = _tfds_streams(d.source, 1)
+    _check_prepared(d.source, d.data_dir)
+    streams = _tfds_streams(d.source, 1, d.data_dir)
     stream = text_data.WindowStream(lambda: text_data.interleave(streams), window=window,
                                     batch_size=batch_size)
     windows_of_step = stream.batch
     eval_iter = text_data.pack_documents(
-        text_data.interleave(_tfds_streams(d.source, 2)), window)
+        text_data.interleave(_tfds_streams(d.source, 2, d.data_dir)), window)
     eval_windows = [w for _, w in zip(range(d.eval_windows), eval_iter)]
     if not eval_windows:
       raise ValueError(f'data.source={d.source!r}: the eval splits hold no text.')
@@ -245,34 +258,33 @@ def _find_run_dir(path: str) -> str | None:
 
 def restore_params(checkpoint_dir: str, step: int | None = None) -> tuple[dict, int]:
   """Params (numpy, Haiku tree) and step of a learner checkpoint under `checkpoint_dir`
-  (a workdir's `checkpoints/`), the latest step unless `step` is given."""
+  (a workdir's `checkpoints/`): the newest intact step (damaged ones are skipped with a
+  warning) unless `step` is given."""
   checkpoint_dir = os.path.abspath(checkpoint_dir)
   if not os.path.isdir(checkpoint_dir):  # Checkpointer would create it.
     raise ValueError(f'--checkpoint: no checkpoint in {checkpoint_dir}; train first.')
   checkpoints = Checkpointer(checkpoint_dir)
   try:
-    steps = sorted(checkpoints.all_steps())
+    steps = checkpoints.all_steps()
     if not steps:
       raise ValueError(f'--checkpoint: no checkpoint in {checkpoint_dir}; train first.')
-    step = steps[-1] if step is None else step
-    if step not in steps:
+    if step is None:
+      step, saved = checkpoints.restore_latest(warn=workdir_lib.warn)
+    elif step not in steps:
       raise ValueError(f'--checkpoint: no checkpoint of step {step} in '
                        f'{checkpoint_dir} (steps: {steps}).')
-    params = checkpoints.restore_as_saved(step=step)['params']
+    else:
+      saved = checkpoints.restore_as_saved(step=step)
   finally:
     checkpoints.close()
-  return jax.tree.map(np.asarray, params), step
+  print(f'perceiver-agents: using checkpoint {step} of {checkpoint_dir}', file=sys.stderr)
+  return jax.tree.map(np.asarray, saved['params']), step
 
 
 def task_config_of_run(run_dir: str, task: str) -> ml_collections.ConfigDict:
   """`task`'s config with the overrides a workdir's run was trained with."""
-  with open(os.path.join(run_dir, 'run.json')) as f:
-    run = json.load(f)
-  if run.get('task') != task:
-    raise ValueError(f'--checkpoint: {run_dir} holds a run of {run.get("task")!r}, '
-                     f'not {task!r}.')
   from perceiver_agents import tasks  # pylint: disable=g-import-not-at-top
-  return apply_overrides(tasks.get(task).get_config(), run['overrides'])
+  return workdir_lib.run_config(tasks.get(task), run_dir, task=task)
 
 
 def check_params_match(params: dict, model_config: ml_collections.ConfigDict, *,

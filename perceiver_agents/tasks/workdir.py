@@ -1,7 +1,10 @@
-"""What task-specific commands (predict, generate) need from a training workdir.
+"""A training workdir: its run record (run.json), the one override rule, and restoring.
 
-    config = run_config(module, workdir, overrides)   # the run's config, as trained
-    params, state = restore(model, config, workdir, sample_batch)   # latest checkpoint
+    overrides = run_overrides(workdir, new)  # recorded overrides, then `new` on top
+    record_run(workdir, task=..., command='train', new=..., overrides=...)  # atomic
+
+    config = run_config(module, workdir, overrides)   # recorded overrides, then these
+    params, state = restore(model, config, workdir, sample_batch)   # newest intact one
     config, params, state = load_for_predict(module, task, path, overrides, ...)
         # a workdir as above, or a weights file (pretrained.load_checked)
 
@@ -10,6 +13,8 @@ No data set is needed: the train state's layout comes from the model and a sampl
 
 import json
 import os
+import sys
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import haiku as hk
@@ -24,11 +29,70 @@ from perceiver_agents.learner.config import apply_overrides
 from perceiver_agents.learner.loop import CHECKPOINT_DIR
 from perceiver_agents.tasks import pretrained
 
-RUN_FILE = 'run.json'  # Written by `perceiver-agents train` (cli.RUN_FILE).
+RUN_FILE = 'run.json'  # The run record: see read_run / record_run.
 
 
 def is_workdir(path: str) -> bool:
   return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
+
+
+def read_run(workdir: str) -> dict:
+  """The run record of `workdir` ({} if it has none).
+
+  {'task': name, 'overrides': [...], 'invocations': [{'command', 'overrides', 'time'}]}:
+  `overrides` are the ones in force (every invocation's, later ones on top).
+  """
+  path = os.path.join(workdir, RUN_FILE)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      run = json.load(f)
+    if not isinstance(run, dict) or not isinstance(run.get('overrides', []), list):
+      raise ValueError('not a run record')
+  except (OSError, ValueError) as e:
+    raise ValueError(f'workdir: {path} is not a readable run record ({e}); restore it '
+                     f'or remove it to start the record anew.') from None
+  return run
+
+
+def _path(override: str) -> str:
+  return override.split('=', 1)[0]
+
+
+def merge_overrides(recorded: Sequence[str], new: Sequence[str]) -> list[str]:
+  """`recorded`, then `new` on top: one entry per field, the newest value, in the order
+  the fields were first set."""
+  merged = {}
+  for item in list(recorded) + list(new):
+    merged[_path(item)] = item
+  return list(merged.values())
+
+
+def run_overrides(workdir: str, new: Sequence[str] = (), *,
+                  task: Optional[str] = None, resuming: bool = False) -> list[str]:
+  """The one override rule: the run's recorded overrides, then `new` on top.
+
+  Args:
+    task: refuse a workdir whose record names another task.
+    resuming: `train` continuing from checkpoints; a new value for a `model.*` field
+      is refused (the checkpoint would not fit the changed model).
+  """
+  run = read_run(workdir)
+  if task is not None and run.get('task', task) != task:
+    raise ValueError(f'task: {workdir} holds a run of {run["task"]!r}, not {task!r}.')
+  recorded = list(run.get('overrides', []))
+  if resuming:
+    before = dict((_path(o), o) for o in recorded)
+    for item in new:
+      path = _path(item)
+      if path.startswith('model.') and before.get(path) != item:
+        was = before[path].split('=', 1)[1] if path in before else "the task's default"
+        raise ValueError(
+            f'--config.{path}: {workdir} holds checkpoints of a model trained with '
+            f'{path}={was}; a changed model would not fit them. Resume without it, or '
+            f'train a new run in another --workdir.')
+  return merge_overrides(recorded, new)
 
 
 def run_config(module: Any, workdir: str, overrides: Sequence[str] = (), *,
@@ -37,20 +101,43 @@ def run_config(module: Any, workdir: str, overrides: Sequence[str] = (), *,
 
   With `task`, a workdir whose run.json records another task is refused.
   """
-  run = {}
-  run_file = os.path.join(workdir, RUN_FILE)
-  if os.path.exists(run_file):
-    with open(run_file) as f:
-      run = json.load(f)
-  if task is not None and run.get('task', task) != task:
-    raise ValueError(f'{workdir}: holds a run of {run["task"]!r}, not {task}.')
-  return apply_overrides(module.get_config(),
-                         list(run.get('overrides', [])) + list(overrides))
+  return apply_overrides(module.get_config(), run_overrides(workdir, overrides, task=task))
+
+
+def record_run(workdir: str, *, task: str, command: str, new: Sequence[str],
+               overrides: Sequence[str]) -> None:
+  """Appends this invocation to the run record and sets the overrides in force.
+
+  Written atomically (temporary file, then rename): a crash leaves the old record.
+  """
+  run = read_run(workdir)
+  history = list(run.get('invocations', []))
+  history.append({'command': command, 'overrides': list(new),
+                  'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+  record = {'task': task, 'overrides': list(overrides), 'invocations': history}
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, f'.{RUN_FILE}.{os.getpid()}.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(record, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, RUN_FILE))
+
+
+def explain_mismatch(error: checkpoint_lib.CheckpointMismatchError, workdir: str,
+                     new: Sequence[str] = ()) -> ValueError:
+  """`error` with the run's recorded overrides and this command's new ones."""
+  recorded = read_run(workdir).get('overrides', [])
+  return ValueError(f'{error} The run was trained with overrides {recorded}; this '
+                    f'command adds {list(new)}. Model fields must match the run.')
 
 
 def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
-            workdir: str, sample_batch: Mapping[str, Any]) -> tuple[Any, Any]:
-  """(params, state) of the latest checkpoint in `workdir`, on the default device."""
+            workdir: str, sample_batch: Mapping[str, Any], *,
+            overrides: Sequence[str] = ()) -> tuple[Any, Any]:
+  """(params, state) of the newest intact checkpoint in `workdir`, on the default device.
+
+  Damaged checkpoints are skipped (one warning each); the step used is reported on
+  stderr. `overrides` (this command's) only serve the message of a model mismatch.
+  """
   if not is_workdir(workdir):
     raise ValueError(f'--checkpoint: {workdir} has no {CHECKPOINT_DIR}/ folder; '
                      f'train first or pass a params file.')
@@ -61,19 +148,22 @@ def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
   shardings = jax.tree.map(lambda _: rep, shapes)
   checkpoints = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
   try:
-    step = checkpoints.latest_step()
-    if step is None:
+    if checkpoints.latest_step() is None:
       raise ValueError(f'--checkpoint: no checkpoint in {checkpoints.directory}.')
     try:
-      ts = checkpoints.restore(checkpoint_lib.abstract_target(shapes, shardings), step=step)
-    except ValueError as e:  # orbax: the saved tree differs from the configured model's.
-      first = str(e).strip().splitlines()[0][:200]
-      raise ValueError(f'{checkpoints.directory}: checkpoint {step} does not fit the '
-                       f"configured model (pass the run's --config overrides): {first}"
-                       ) from None
+      step, ts = checkpoints.restore_latest(
+          checkpoint_lib.abstract_target(shapes, shardings), warn=warn)
+    except checkpoint_lib.CheckpointMismatchError as e:
+      raise explain_mismatch(e, workdir, overrides) from None
   finally:
     checkpoints.close()
+  print(f'perceiver-agents: using checkpoint {step} of {checkpoints.directory}',
+        file=sys.stderr)
   return ts.params, ts.state
+
+
+def warn(message: str) -> None:
+  print(f'perceiver-agents: warning: {message}', file=sys.stderr, flush=True)
 
 
 def load_for_predict(module: Any, task: str, checkpoint: str, overrides: Sequence[str],
@@ -90,7 +180,7 @@ def load_for_predict(module: Any, task: str, checkpoint: str, overrides: Sequenc
     config = run_config(module, checkpoint, overrides, task=task)
     config.model.init_checkpoint = ''
     params, state = restore(module.build_model(config), config, checkpoint,
-                            sample_batch(config))
+                            sample_batch(config), overrides=overrides)
     return config, params, state
   config = apply_overrides(module.get_config(), list(overrides))
   config.model.init_checkpoint = ''

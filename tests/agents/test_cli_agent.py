@@ -24,3 +24,14 @@ def test_bad_agent_config_is_a_clear_error(tmp_path, capsys):
   code = cli.main(['train', 'agent', '--workdir', str(tmp_path), '--config.env=chess'])
   assert code == 2
   assert "env: unknown environment 'chess'" in capsys.readouterr().err
+
+
+def test_an_encoder_that_does_not_resolve_is_an_error_for_every_environment(tmp_path,
+                                                                             capsys):
+  # catch has no entities: the entity encoder is unused but still must name something.
+  code = cli.main(['train', 'agent', '--workdir', str(tmp_path), '--config.env=catch',
+                   '--config.agent.encoder=nosuch.module:Thing'])
+  assert code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["perceiver-agents: error: agent.encoder: cannot import 'nosuch.module' "
+                 "(No module named 'nosuch')."]

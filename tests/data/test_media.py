@@ -93,7 +93,7 @@ def test_fit_length_cuts_pads_or_refuses():
   x = np.arange(5, dtype=np.float32)[:, None]
   np.testing.assert_array_equal(media.fit_length(x, 3), x[:3])
   with pytest.raises(ValueError, match=r'clip.mp4: has 5 entries, shorter than the model '
-                                       r'window of 8'):
+                                       r'window of 8; pass --config.data.pad_short=true'):
     media.fit_length(x, 8, name='clip.mp4')
   zeros = media.fit_length(x, 8, pad='zeros')
   assert zeros.shape == (8, 1) and np.all(zeros[5:] == 0)

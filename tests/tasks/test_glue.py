@@ -154,3 +154,14 @@ def test_multi_task_on_all_eight_tasks_through_the_cli(tmp_path, capsys):
   assert results['glue_average'] == pytest.approx(
       np.mean([r['score'] for r in results['results'].values()]))
   assert '**GLUE average** (8 tasks)' in captured.out
+
+
+def test_all_tasks_without_prepared_data_is_one_line(tmp_path, capsys):
+  from perceiver_agents import cli  # pylint: disable=g-import-not-at-top
+  code = cli.main(['train', 'glue', '--workdir', str(tmp_path / 'run'),
+                   '--config.data.tasks=all', f'--config.data.data_dir={tmp_path}/tfds'])
+  assert code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert "TFDS dataset 'glue/cola' is not prepared" in err[0] and 'tfds build' in err[0]
+  assert not (tmp_path / 'run').exists()

@@ -56,12 +56,15 @@ def entity_features(num_bands: int = NUM_BANDS) -> int:
 
 
 class BsuiteEnv(dm_env.Environment):
-  """bsuite.load_from_id(bsuite_id), with dict observations and actions."""
+  """bsuite's environment of `bsuite_id`, with dict observations and actions."""
 
   def __init__(self, bsuite_id: str = 'catch/0', *, seed: int = 0, entities: bool = False):
-    import bsuite  # pylint: disable=g-import-not-at-top
+    from bsuite import bsuite as bsuite_lib  # pylint: disable=g-import-not-at-top
+    from bsuite import sweep  # pylint: disable=g-import-not-at-top
     try:
-      self._env = bsuite.load_from_id(bsuite_id)
+      # bsuite.load_from_id without its 'Loaded bsuite_id' line on stdout per environment.
+      experiment, _ = bsuite_lib.unpack_bsuite_id(bsuite_id)
+      self._env = bsuite_lib.load(experiment, sweep.SETTINGS[bsuite_id])
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f'env: cannot load bsuite id {bsuite_id!r} ({e}).') from None
     # bsuite seeds from its id; reseed the generator it exposes, where there is one.

@@ -74,8 +74,9 @@ def test_entity_micro_random_enemy_return_matches_playing_it(min_enemies):
   assert np.mean(returns) == pytest.approx(expected, abs=0.08)
 
 
-def test_bsuite_catch_adapter():
+def test_bsuite_catch_adapter(capsys):
   env = envs.make('catch', seed=1)
+  assert capsys.readouterr().out == ''  # No 'Loaded bsuite_id' line per environment.
   spec = env.env_spec()
   assert spec.observation == {'spatial': ((10, 5, 1), np.float32)}
   ts = env.reset()
