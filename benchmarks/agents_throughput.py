@@ -20,7 +20,9 @@ learning: catch for 300 updates (BENCHMARKS.md's agents_catch row) and entity_mi
   the Perceiver IO encoder for 3000 updates (the agents_entity row), on --backend with
   --num_actors actors: the mean return of the last 100 episodes, policy lag and rho.
 fault: catch on ray with 2 actors for --steps updates; a thread SIGKILLs actor 0's
-  process after update 3; the run must finish and log a restart.
+  process after update 3; the run must finish and log a restart. Then the same run as
+  a `perceiver-agents train agent` process, SIGKILLed once its step-4 checkpoint is
+  saved and started again: it must resume (with new actors) and finish.
 
 Writes benchmarks/results/agents_throughput_<mode>[_<runs>].json; throughput also prints
 a markdown table.
@@ -32,6 +34,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -179,7 +182,37 @@ def fault(args) -> list:
          'restart_log': [m for m in handler.messages if 'restarting' in m],
          'wall_seconds': time.perf_counter() - start}
   print(json.dumps(row), flush=True)
-  return [row]
+  return [row, learner_kill(args)]
+
+
+def learner_kill(args) -> dict:
+  """SIGKILLs a `perceiver-agents train agent` process (ray backend) once it saved a
+  checkpoint, then starts it again on the same workdir: it must resume and finish."""
+  workdir = os.path.join(RUNS_DIR, 'learner_kill')
+  shutil.rmtree(workdir, ignore_errors=True)
+  overrides = CATCH + [f'train.steps={args.steps}', 'checkpoint.every=4',
+                       'train.progress_bar=false', 'actors.backend=ray',
+                       'actors.num_actors=2']
+  command = [sys.executable, '-m', 'perceiver_agents.cli', 'train', 'agent',
+             '--workdir', workdir] + [f'--config.{o}' for o in overrides]
+  start = time.perf_counter()
+  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  saved = os.path.join(workdir, 'checkpoints', '4')
+  while not os.path.isdir(saved) and proc.poll() is None:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  second = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, check=False)
+  resumed = [line for line in second.stdout.splitlines() if 'Resumed' in line]
+  steps = [r['step'] for r in read_metrics(workdir) if r['split'] == 'train']
+  row = {'learner_sigkilled_after_checkpoint': os.path.isdir(saved),
+         'resumed_lines': resumed, 'second_run_exit_code': second.returncode,
+         'final_step': max(steps) if steps else None,
+         'wall_seconds': time.perf_counter() - start}
+  print(json.dumps(row), flush=True)
+  return row
 
 
 def main():
