@@ -43,12 +43,11 @@ def main():
   task = agent.build(config)
   result = learner.train(task, config, args.workdir)
   seconds = time.perf_counter() - start
-  actor = task.actor
-  returns = list(actor.returns)
+  metrics = result.train_metrics  # The actors' metrics of the last update.
   print(json.dumps({
       'env': args.env, 'encoder': args.encoder, 'updates': result.step,
-      'episodes': actor.episodes, 'env_steps': actor.env_steps,
-      'mean_return_last_100': sum(returns) / max(1, len(returns)),
+      'episodes': metrics['episodes'], 'env_steps': metrics['env_steps'],
+      'mean_return_last_100': metrics['episode_return'],
       'wall_seconds': round(seconds, 1)}))
 
 

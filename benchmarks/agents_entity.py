@@ -64,14 +64,13 @@ def run_rl(encoder: str, steps: int, seed: int, workdir: str, overrides=()) -> d
   shutil.rmtree(workdir, ignore_errors=True)
   config = make_config(encoder, steps, seed, overrides)
   start = time.perf_counter()
-  task = agent.build(config)
-  learner.train(task, config, workdir)
-  returns = list(task.actor.returns)
+  result = learner.train(agent.build(config), config, workdir)
   curve = [(r['step'], r['episode_return']) for r in read_metrics(workdir)
            if r['split'] == 'train']
   shutil.rmtree(workdir, ignore_errors=True)
-  return {'seed': seed, 'final_return_last_100': float(np.mean(returns)),
-          'episodes': task.actor.episodes, 'wall_seconds': time.perf_counter() - start,
+  metrics = result.train_metrics  # The actors' metrics of the last update.
+  return {'seed': seed, 'final_return_last_100': metrics['episode_return'],
+          'episodes': metrics['episodes'], 'wall_seconds': time.perf_counter() - start,
           'curve': curve}
 
 

@@ -68,13 +68,14 @@ def main():
       'agent.num_latents=8', 'agent.num_layers=1', 'agent.num_heads=2',
       'agent.embedding_size=32', 'agent.entity_size=16', 'agent.torso_size=64',
       'agent.core_size=64', 'checkpoint.every=0', 'train.log_every=10'])
-  envs = [richer_mock(CountingSC2Env(mock=True, seed=i), i) for i in range(4)]
   start = time.perf_counter()
-  task = agent.build(config, envs=envs)
+  task = agent.build(config, env_factory=lambda seed: richer_mock(
+      CountingSC2Env(mock=True, seed=seed), seed))
   result = learner.train(task, config, args.workdir)
   print(json.dumps({
-      'updates': result.step, 'env_steps': task.actor.env_steps,
-      'episodes': task.actor.episodes, 'wall_seconds': round(time.perf_counter() - start, 1),
+      'updates': result.step, 'env_steps': result.train_metrics['env_steps'],
+      'episodes': result.train_metrics['episodes'],
+      'wall_seconds': round(time.perf_counter() - start, 1),
       'final_loss': result.train_metrics.get('loss'),
       'function_calls': dict(CountingSC2Env.calls.most_common()),
       'argument_uses': dict(CountingSC2Env.arguments.most_common())}))

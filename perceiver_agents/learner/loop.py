@@ -6,9 +6,11 @@ A task (see perceiver_agents.tasks.base.Task) hands the loop
   metrics       (outputs, batch) -> {name: per-example values [B]}
   train_batch   step -> the global numpy batch of that step (deterministic in seed and step)
   eval_batches  batch_size -> iterable of numpy batches of at most batch_size examples
-and the loop knows nothing else about it (an RL task may add `acting_batch`, see
-tasks/base.py). Because data and randomness are functions of the step, a run restored
-from the checkpoint of step s continues exactly as if never stopped.
+and optionally train_iterator(start_step), an iterator of batches that replaces
+train_batch in training (an RL task's actors; learner/data.py says what else such an
+iterator may do). The loop knows nothing else about it. Because data and randomness are
+functions of the step, a run restored from the checkpoint of step s continues exactly as
+if never stopped.
 """
 
 import operator
@@ -25,6 +27,7 @@ import numpy as np
 import tqdm
 
 from perceiver_agents.learner import checkpoint as checkpoint_lib
+from perceiver_agents.learner import data as data_lib
 from perceiver_agents.learner import optim
 from perceiver_agents.learner import sharding as sharding_lib
 from perceiver_agents.learner import update as update_lib
@@ -243,11 +246,14 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
           f'Loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint '
           f'({kept}) in {checkpoints.directory} is unchanged.')
 
+  iterator = iterator_metrics = None
+
   def save():
     nonlocal last_saved
     check_finite()
     if last_saved != step:
       checkpoints.save(ts, step=step)
+      data_lib.save_state(iterator, workdir, step, checkpoints.all_steps())
       last_saved = step
 
   def log(elapsed: float, steps_done: int):
@@ -257,6 +263,8 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
     train_metrics = {k: float(np.mean([s[k] for s in stacked])) for k in stacked[0]}
     train_metrics['learning_rate'] = float(programs.schedule(step // accumulate))
     train_metrics['examples_per_s'] = steps_done * batch_size / max(elapsed, 1e-9)
+    if iterator_metrics is not None:
+      train_metrics.update(iterator_metrics())
     pending.clear()
     if writer:
       writer.write(step, 'train', train_metrics)
@@ -272,15 +280,24 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
     bar.write(f'step {step}: eval ' + _format(eval_metrics))
 
   try:
+    iterator = data_lib.train_iterator(task, step)
+    if data_lib.restore_state(iterator, workdir, latest):
+      bar.write(f'Resumed the train iterator state of step {latest}.')
+    publish = getattr(iterator, 'publish', None)
+    iterator_metrics = getattr(iterator, 'metrics', None)
+    prefetcher = data_lib.DevicePrefetcher(iterator, programs.mesh)
     with _StopSignals() as stop:
       t_log, steps_since_log = time.perf_counter(), 0
-      while step < total and stop.received is None:
-        acting = getattr(task, 'acting_batch', None)
-        host_batch = acting(step, ts.params) if acting else task.train_batch(step)
-        batch = sharding_lib.global_batch_to_device(host_batch, programs.mesh)
+      if publish is not None:
+        publish(ts.params, step)
+      # A batch once fetched is trained on (a stop signal during its fetch included).
+      batch = prefetcher.fetch() if step < total and stop.received is None else None
+      while batch is not None:
         ts, scalars = programs.update(ts, batch)
         pending.append((step, scalars))
         step += 1
+        if publish is not None:
+          publish(ts.params, step)
         steps_since_log += 1
         bar.update(1)
         if step % log_every == 0 or step == total:
@@ -292,6 +309,9 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
         if ckpt_every and step % ckpt_every == 0:
           save()
         t_log += time.perf_counter() - t_pause  # Throughput counts training time only.
+        batch = None
+        if step < total and stop.received is None:
+          batch = prefetcher.fetch()  # Overlaps the update just dispatched.
       save()
       if stop.received is None:
         evaluate_now()
@@ -300,6 +320,9 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
       checkpoints.wait()
       return TrainResult(step, train_metrics, eval_metrics, stop.received)
   finally:
+    close = getattr(iterator, 'close', None)
+    if close is not None:
+      close()
     bar.close()
     checkpoints.close()
     if writer:

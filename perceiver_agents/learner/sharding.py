@@ -72,3 +72,33 @@ def global_batch_to_device(batch: Any, mesh: Mesh) -> Any:
     local = x[index * rows:(index + 1) * rows]
     return jax.make_array_from_process_local_data(sharding, local, x.shape)
   return jax.tree.map(put, batch)
+
+
+def local_rows(batch: Any) -> Any:
+  """This process's rows of a global host batch [B, ...]: [B / process_count, ...]."""
+  num_processes, index = jax.process_count(), jax.process_index()
+  if num_processes == 1:
+    return batch
+  def rows(x):
+    x = np.asarray(x)
+    n = x.shape[0] // num_processes
+    return x[index * n:(index + 1) * n]
+  return jax.tree.map(rows, batch)
+
+
+def local_batch_to_device(batch: Any, mesh: Mesh) -> Any:
+  """Places this process's rows [B / process_count, ...] of the global batch on the mesh.
+
+  Each process puts only its own shard (jax.make_array_from_process_local_data); the
+  result is the global array [B, ...] split over `data`. Single-process this is a plain
+  device_put.
+  """
+  sharding = batch_sharding(mesh)
+  num_processes = jax.process_count()
+  def put(x):
+    x = np.asarray(x)
+    if num_processes == 1:
+      return jax.device_put(x, sharding)
+    return jax.make_array_from_process_local_data(
+        sharding, x, (x.shape[0] * num_processes,) + x.shape[1:])
+  return jax.tree.map(put, batch)

@@ -3,34 +3,41 @@
     perceiver-agents train agent --workdir /tmp/catch --config.env=catch \
         --config.agent.spatial_encoder=perceiver_io
     perceiver-agents train agent --workdir /tmp/micro --config.env=entity_micro \
-        --config.agent.encoder=transformer
+        --config.agent.encoder=transformer \
+        --config.actors.backend=ray --config.actors.num_actors=4
 
-`env` is one of perceiver_agents.agents.envs.NAMES; `agent.encoder` picks the entity
-encoder (perceiver_io | transformer | mlp | package.module:factory for your own, see
+`env` is one of perceiver_agents.agents.envs.NAMES (`env_step_delay_ms` adds a fixed
+latency to each of its steps); `agent.encoder` picks the entity encoder (perceiver_io |
+transformer | mlp | package.module:factory for your own, see
 perceiver_agents/agents/encoders.py for the contract), `agent.spatial_encoder` the planes
-encoder (conv | perceiver_io). `train.batch_size` is the number of environments the actor
-runs (trajectories per update); `train.steps` counts updates. The update, optimizer,
-checkpoints, metrics ('train/episode_return' = mean return of the last 100 episodes) and
-progress bar are perceiver_agents.learner's. A resumed run restores the parameters and
-optimizer exactly; the environments start new episodes.
+encoder (conv | perceiver_io). `actors` says where the actors run (inline | threads |
+ray, agents/impala/config.py; docs/agents.md); `train.batch_size` is the number of
+trajectories per update; `train.steps` counts updates. The update, optimizer,
+checkpoints, metrics (actor metrics such as 'train/episode_return', the mean return of
+the last 100 episodes, and 'train/policy_lag_mean' come from the actors) and progress bar
+are perceiver_agents.learner's. A resumed run restores the parameters and optimizer
+exactly and starts new actors; the inline backend also restores its actors' state
+(environments included, where they can be pickled), so its resumed runs are exact.
 """
 
 import ml_collections
 
 from perceiver_agents import learner
-from perceiver_agents.agents import envs as envs_lib
-from perceiver_agents.agents import impala
 from perceiver_agents.agents import networks
+from perceiver_agents.agents.impala import builder
+from perceiver_agents.agents.impala import config as impala_config
 from perceiver_agents.tasks.base import Task
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = learner.default_config()
   config.env = 'catch'
+  config.env_step_delay_ms = 0.0
   config.agent = networks.network_config()
-  config.impala = impala.loss_config()
+  config.impala = impala_config.loss_config()
+  config.actors = impala_config.actors_config()
   config.train.steps = 500
-  config.train.batch_size = 16        # Environments = trajectories per update.
+  config.train.batch_size = 16        # Trajectories per update.
   config.train.log_every = 10
   config.eval.every = 0
   config.eval.batch_size = 16
@@ -43,49 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-def build(config: ml_collections.ConfigDict, *, envs=None) -> Task:
-  """The agent as a learner Task: `acting_batch` runs the actor with the current params.
+def build(config: ml_collections.ConfigDict, *, env_factory=None) -> Task:
+  """The agent as a learner Task (agents/impala/builder.py).
 
-  `envs` (optional): train.batch_size ready-made environments instead of config.env's.
+  `env_factory` (optional): seed -> environment, instead of config.env's.
   """
-  num_envs = config.train.batch_size
-  if envs is None:
-    envs = [envs_lib.make(config.env, seed=config.seed * 10_000 + i)
-            for i in range(num_envs)]
-  if len(envs) != num_envs:
-    raise ValueError(f'envs: expected train.batch_size={num_envs} environments, got '
-                     f'{len(envs)}.')
-  env_spec = envs[0].env_spec()
-  step_fn, model = impala.make_networks(env_spec, config.agent)
-  actor = impala.Actor(envs=envs, env_spec=env_spec, step_fn=step_fn,
-                       core_size=config.agent.core_size,
-                       unroll_length=config.impala.unroll_length, seed=config.seed)
-  loss_and_metrics = impala.impala_loss(env_spec, config.impala)
-
-  def loss(outputs, batch):
-    return loss_and_metrics(outputs, batch)[0]
-
-  def metrics(outputs, batch):
-    values = dict(loss_and_metrics(outputs, batch)[1])
-    values['episode_return'] = batch['episode_return']
-    return values
-
-  def eval_batches(batch_size):
-    if actor.last_batch is None:
-      raise ValueError('agent: evaluation reports the trajectories of the last update '
-                       'of a training run (eval.every); a fresh process has none.')
-    batch = actor.last_batch
-    n = len(batch['episode_return'])
-    for i in range(0, n, batch_size):
-      yield {k: _rows(v, i, i + batch_size) for k, v in batch.items()}
-
-  task = Task(model=model, loss=loss, metrics=metrics,
-              train_batch=lambda step: actor.zeros_batch(), eval_batches=eval_batches,
-              acting_batch=lambda step, params: actor.collect(params))
-  object.__setattr__(task, 'actor', actor)  # For benchmarks and tests.
-  return task
-
-
-def _rows(tree, start, stop):
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.map(lambda x: x[start:stop], tree)
+  return builder.ImpalaBuilder(config, env_factory=env_factory).task()

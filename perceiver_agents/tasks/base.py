@@ -12,7 +12,7 @@ registered task against the protocol).
 """
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 from typing import runtime_checkable
 
 import haiku as hk
@@ -35,10 +35,11 @@ class Task:
       seed and `step` (this is what lets a resumed run continue bit-identically).
     eval_batches: `batch_size -> Iterable[Batch]`, the eval set in batches of at most
       batch_size examples.
-    acting_batch: optional, for reinforcement learning: `(step, params) -> Batch`, data
-      that depends on the current parameters (trajectories an actor collected with them).
-      When set, the loop trains on it instead of `train_batch`, which then only gives the
-      batch layout (shapes and dtypes) at step 0.
+    train_iterator: optional, `start_step -> Iterator[Batch]` of this process's rows of
+      the global batch of every step from start_step on. Without it the learner iterates
+      over `train_batch` (learner/data.py). An RL task sets it to its actors' trajectories
+      (agents/impala/); `train_batch` then only gives the batch layout (shapes and
+      dtypes) at step 0.
   """
 
   model: hk.TransformedWithState
@@ -46,7 +47,7 @@ class Task:
   metrics: Callable[[Any, Batch], Mapping[str, Any]]
   train_batch: Callable[[int], Batch]
   eval_batches: Callable[[int], Iterable[Batch]]
-  acting_batch: Optional[Callable[[int, Any], Batch]] = None
+  train_iterator: Optional[Callable[[int], Iterator[Batch]]] = None
 
 
 @runtime_checkable

@@ -10,6 +10,8 @@ of numpy arrays, actions dicts of ints ({'function': ..., <argument>: ...}).
     make('entity_micro')           the entity-set micro environment (agents/envs/entity_micro.py)
     make('sc2_mock')               pysc2's mock SC2 environment (no game needed)
     make('sc2:MoveToBeacon')       the real game on a map (needs SC2PATH)
+
+`step_delay_ms` > 0 adds that latency to every step (envs/delay.py).
 """
 
 from typing import Any
@@ -24,8 +26,17 @@ from perceiver_agents.agents.envs import sc2_compat  # pylint: disable=unused-im
 NAMES = ('catch', 'catch_entities', 'bsuite:<id>', 'gym:<id>', 'entity_micro', 'sc2_mock', 'sc2:<map>')
 
 
-def make(name: str, *, seed: int = 0, **kwargs: Any) -> dm_env.Environment:
+def make(name: str, *, seed: int = 0, step_delay_ms: float = 0,
+         **kwargs: Any) -> dm_env.Environment:
   """The environment called `name` (see the module docstring), seeded with `seed`."""
+  env = _make(name, seed=seed, **kwargs)
+  if step_delay_ms:
+    from perceiver_agents.agents.envs import delay  # pylint: disable=g-import-not-at-top
+    env = delay.StepDelay(env, delay_ms=step_delay_ms)
+  return env
+
+
+def _make(name: str, *, seed: int, **kwargs: Any) -> dm_env.Environment:
   # pylint: disable=g-import-not-at-top
   if name == 'catch_entities':
     from perceiver_agents.agents.envs import bsuite as bsuite_env

@@ -160,3 +160,20 @@ def test_pysc2_imports_after_tensorflow_without_patching():
                        timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split()[0] == 'upb'
+
+
+def test_step_delay_adds_latency_to_steps_and_keeps_the_environment(monkeypatch):
+  slept = []
+  monkeypatch.setattr('time.sleep', slept.append)
+  env = envs.make('entity_micro', seed=3, step_delay_ms=20)
+  plain = envs.make('entity_micro', seed=3)
+  first, reference = env.reset(), plain.reset()
+  np.testing.assert_array_equal(first.observation['entities'],
+                                reference.observation['entities'])
+  assert slept == []  # reset() is not delayed.
+  action = {'function': entity_micro.ATTACK, 'target': env.target}
+  assert env.step(action).reward == plain.step(action).reward == 1.0
+  assert slept == [0.02]
+  assert env.env_spec().observation == plain.env_spec().observation
+  with pytest.raises(ValueError, match='env_step_delay_ms must be >= 0, got -1'):
+    envs.make('entity_micro', step_delay_ms=-1)
