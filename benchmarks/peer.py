@@ -145,11 +145,11 @@ def model_flops(forward, train_step) -> dict:
 
   Counted on the lowered (unoptimised) module, traced with XLA's products only: a
   compiled module hides products in custom calls the count skips (cuBLAS on a GPU,
-  where it saw 14 of the 25 GFLOP of language_small's forward; blocks/cpu_gemm.py on
+  where it saw 14 of the 25 GFLOP of language_small's forward; kernels/cpu_gemm.py on
   a CPU). On a CPU the lowered and compiled counts agree within 0.1%.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
   flops = {}
   with cpu_gemm.xla_only():
     for name, (fn, args) in (('forward', forward), ('train_step', train_step)):
@@ -166,7 +166,7 @@ def jax_functions(cfg: dict):
   """Compiled forward and train step as no-argument calls, XLA's FLOPs per call, and
   the parameter count."""
   import jax  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
   (forward, forward_args), (train_step, step_args), num_params = jax_step_functions(cfg)
   flops = model_flops((forward, forward_args), (train_step, step_args))
   fwd = jax.jit(forward).lower(*forward_args).compile()
@@ -305,7 +305,7 @@ def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
   """One framework's measurements of one configuration (run in its own process)."""
   # Both frameworks with the allocator settings `perceiver-agents` runs with (it made
   # this library's CPU step ~10-20% faster and left torch's unchanged: host_memory).
-  from perceiver_agents import host_memory  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.kernels import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from perceiver_agents import host_memory
+from perceiver_agents.kernels import host_memory
 from perceiver_agents import tasks
 
 RUN_FILE = 'run.json'

@@ -68,7 +68,8 @@ def build_programs(task: Any, config: ml_collections.ConfigDict,
   dtype = update_lib.compute_dtype(config.train.compute_dtype)
   optimizer, schedule = optim.make_optimizer(config, total_steps=config.train.steps)
 
-  init = update_lib.make_init_fn(task.model, optimizer)
+  model = update_lib.with_kernels(task.model, config.train.get('kernels'))
+  init = update_lib.make_init_fn(model, optimizer)
   sample = task.train_batch(0)
   shapes = jax.eval_shape(init, jax.random.PRNGKey(0), sample)
   fsdp = config.mesh.fsdp
@@ -80,9 +81,9 @@ def build_programs(task: Any, config: ml_collections.ConfigDict,
       step=rep, rng=rep)
   data = sharding_lib.batch_sharding(mesh)
 
-  update = update_lib.make_update_fn(task.model, task.loss, task.metrics, optimizer,
+  update = update_lib.make_update_fn(model, task.loss, task.metrics, optimizer,
                                      dtype=dtype)
-  evaluate = update_lib.make_eval_fn(task.model, task.loss, task.metrics, dtype=dtype)
+  evaluate = update_lib.make_eval_fn(model, task.loss, task.metrics, dtype=dtype)
   return Programs(
       mesh=mesh,
       init=jax.jit(init, in_shardings=(rep, data), out_shardings=shardings),

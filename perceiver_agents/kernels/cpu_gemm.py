@@ -11,9 +11,8 @@ benchmarks/peer.py; `benchmarks/cpu_gemm.py`, table in BENCHMARKS.md):
 
 `einsum` computes such products with OpenBLAS's SGEMM, one matrix (or column block) per
 XLA thread. `einsum_fast_backward` is `jnp.einsum` whose backward products go through
-`einsum`; its forward stays XLA's (as fast there, and fusable: routing it through the
-kernel made the forward 5% slower in a one-off experiment). Train step, same process, kernel on vs off:
-language_small 1.01-1.05x, the published 201M language model 1.04x.
+`einsum`; its forward stays XLA's (as fast there, and fusable into its neighbours).
+The train-step speed-ups are in BENCHMARKS.md.
 
 Only products with one contracted index, one free index per operand and at most two batch
 indices take this path, on the CPU backend in float32; everything else, and every other
@@ -123,7 +122,7 @@ def _load() -> bool:
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.PaStridedGemm),
                                 platform='cpu')
   except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as e:
-    logging.warning('perceiver_agents.blocks.cpu_gemm: OpenBLAS kernel unavailable, '
+    logging.warning('perceiver_agents.kernels.cpu_gemm: OpenBLAS kernel unavailable, '
                     'XLA computes every product (%s)', e)
     return False
   return True

@@ -1,11 +1,11 @@
-"""Dense and LayerNorm layers with hand-written backward passes.
+"""Dense, LayerNorm and batch-broadcast products with hand-written backward passes.
 
-Drop-in subclasses of `hk.Linear` and `hk.LayerNorm`: same module names, parameter
-names, shapes, initialisers and creation order, and the same forward values, so released
-checkpoints load unchanged. Only the gradients are computed differently (same maths):
+Pure functions of arrays (the parameters come from blocks/ops.py's Linear and LayerNorm,
+which keep haiku's module and parameter names). The forward values are those of the
+plain jnp expressions; only the gradients are computed differently (same maths):
 
   Linear     dW = X^T G as one 2-D product over all rows [R, Cin] x [R, Cout] (on CPU
-             through OpenBLAS, blocks/cpu_gemm.py), dX = G W^T. Through autodiff of
+             through OpenBLAS, kernels/cpu_gemm.py), dX = G W^T. Through autodiff of
              `jnp.dot`, XLA:CPU re-derived X inside the backward and fed both operands
              to the weight-gradient dot in transposed layouts.
   LayerNorm  dX = rstd * (G s - mean(G s) - x_hat * mean(G s * x_hat)) from the saved
@@ -16,19 +16,16 @@ checkpoints load unchanged. Only the gradients are computed differently (same ma
 over the batch; on CPU its backward sums the batch as a product with ones, since
 XLA:CPU's bare reduction over a short leading axis ran 30-50x slower than that.
 
-Measured with benchmarks/peer.py (9.9M language config, batch 8 x 512, one core):
-gradient 1.21 -> 1.08 s; the training step moved from 0.89x to 1.02x the speed of
-Hugging Face's PyTorch Perceiver on the same configuration.
+Measured speed-ups: BENCHMARKS.md (benchmarks/peer.py).
 """
 
 import functools
 from typing import Tuple
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from perceiver_agents.blocks import cpu_gemm
+from perceiver_agents.kernels import cpu_gemm
 
 LAYER_NORM_EPS = 1e-5
 
@@ -52,26 +49,6 @@ def _dense_backward(residuals, g):
 
 
 dense.defvjp(_dense_forward, _dense_backward)
-
-
-class Linear(hk.Linear):
-  """`hk.Linear` whose product goes through `dense` (parameters 'w' [Cin, Cout], 'b')."""
-
-  def __call__(self, inputs: jax.Array, *, precision=None) -> jax.Array:
-    if precision is not None:  # `dense` has no precision argument: keep haiku's path.
-      return super().__call__(inputs, precision=precision)
-    if not inputs.shape:
-      raise ValueError('Linear: input must not be scalar.')
-    input_size = self.input_size = inputs.shape[-1]
-    w_init = self.w_init or hk.initializers.TruncatedNormal(
-        stddev=1.0 / input_size ** 0.5)
-    w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype,
-                         init=w_init)
-    out = dense(inputs, w)
-    if self.with_bias:
-      out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
-                                   init=self.b_init)
-    return out
 
 
 def _normalise(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -130,16 +107,3 @@ def _broadcast_batch_backward(batch_size, _, g):
 
 broadcast_batch.defvjp(_broadcast_batch_forward, _broadcast_batch_backward)
 
-
-class LayerNorm(hk.LayerNorm):
-  """`hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)`, eps 1e-5."""
-
-  def __init__(self, name=None):
-    super().__init__(axis=-1, create_scale=True, create_offset=True,
-                     eps=LAYER_NORM_EPS, name=name)
-
-  def __call__(self, inputs: jax.Array) -> jax.Array:
-    shape = inputs.shape[-1:]
-    scale = hk.get_parameter('scale', shape, inputs.dtype, init=self.scale_init)
-    offset = hk.get_parameter('offset', shape, inputs.dtype, init=self.offset_init)
-    return layer_norm(inputs, scale, offset)

@@ -1,4 +1,4 @@
-"""Tests for blocks/cpu_gemm.py: OpenBLAS products against jnp.einsum."""
+"""Tests for kernels/cpu_gemm.py: OpenBLAS products against jnp.einsum."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_agents.blocks import cpu_gemm
+from perceiver_agents.kernels import cpu_gemm
 
 
 def _arrays(*shapes, seed=0):
@@ -122,7 +122,7 @@ def test_xla_only_context_restores_the_switch(monkeypatch):
 
 def test_several_devices_keep_xla():
   # The custom call has no sharding rule: with several devices XLA computes the products.
-  code = ('import jax; from perceiver_agents.blocks import cpu_gemm; '
+  code = ('import jax; from perceiver_agents.kernels import cpu_gemm; '
           'assert jax.device_count() == 2; assert not cpu_gemm.enabled(); print("ok")')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              JAX_PLATFORMS='cpu')
