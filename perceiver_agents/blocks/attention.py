@@ -104,7 +104,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   unnormalised = jnp.exp(logits - logits_max)  # [B, H, Q, K]
   total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # [B, H, Q, 1]
   unnormalised = ops.dropout(unnormalised, dropout_prob, is_training=True)
-  out = ops.einsum('bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
+  out = ops.einsum('bhqk,bhkd->bhqd', unnormalised.astype(v.dtype), v) / total
+  out = out.astype(v.dtype)  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
   return masking.zero_empty_rows(out, attention_mask)
 

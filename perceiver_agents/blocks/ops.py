@@ -46,11 +46,11 @@ class Linear(hk.Linear):
         stddev=1.0 / input_size ** 0.5)
     w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype,
                          init=w_init)
-    out = kernel_layers.dense(inputs, w)
+    out = kernel_layers.dense(inputs, w)  # float32 accumulation for bfloat16
     if self.with_bias:
       out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
                                    init=self.b_init)
-    return out
+    return out.astype(inputs.dtype)
 
 
 class LayerNorm(hk.LayerNorm):
@@ -84,7 +84,8 @@ def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
 
 def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
   """Attention's products, e.g. 'bhqd,bhkd->bhqk' (`jnp.einsum`; `fast`: its backward
-  products through kernels/cpu_gemm.py on CPU)."""
+  products through kernels/cpu_gemm.py on CPU, and bfloat16 operands accumulated and
+  returned in float32)."""
   if _fast():
     return cpu_gemm.einsum_fast_backward(subscripts, x, y)
   return jnp.einsum(subscripts, x, y)

@@ -191,8 +191,21 @@ def _gemm_dims(subscripts: str, x: jax.Array, y: jax.Array):
   return a, b, out_shape, dims
 
 
+def accumulation_dtype(x: jax.Array, y: jax.Array) -> jnp.dtype:
+  """The dtype products of x and y accumulate (and return) in: float32 for bfloat16 or
+  float16 operands (XLA:CPU's fast path for them, AVX-512 BF16 / AMX where present),
+  else their common dtype."""
+  dtype = jnp.result_type(x, y)
+  if dtype in (jnp.bfloat16, jnp.float16):
+    return jnp.dtype(jnp.float32)
+  return dtype
+
+
 def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
   """`jnp.einsum(subscripts, x, y)`; through OpenBLAS on CPU in float32 (see module).
+
+  bfloat16 (or float16) operands are multiplied by XLA with float32 accumulation, and
+  the product is returned in float32 (`accumulation_dtype`).
 
   Args:
     subscripts: 'x,y->out' with one contracted letter, one free letter in each operand
@@ -208,24 +221,29 @@ def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
     call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                             vmap_method='sequential')
     return call(a, b, dims=dims)
-  return jnp.einsum(subscripts, x, y)
+  return jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def einsum_fast_backward(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
-  """`jnp.einsum(subscripts, x, y)` whose two backward products go through `einsum`."""
-  return jnp.einsum(subscripts, x, y)
+  """`jnp.einsum(subscripts, x, y)` whose two backward products go through `einsum`.
+
+  Accumulates (and returns) in `accumulation_dtype(x, y)`: float32 for bfloat16
+  operands, whose backward products take the cotangent in the operands' dtype.
+  """
+  return _forward(subscripts, x, y)[0]
 
 
 def _forward(subscripts, x, y):
-  return jnp.einsum(subscripts, x, y), (x, y)
+  out = jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
+  return out, (x, y)
 
 
 def _backward(subscripts, residuals, g):
   x, y = residuals
   xs, ys, out, *_ = _parse(subscripts)
-  return (einsum(f'{out},{ys}->{xs}', g, y).astype(x.dtype),
-          einsum(f'{xs},{out}->{ys}', x, g).astype(y.dtype))
+  return (einsum(f'{out},{ys}->{xs}', g.astype(y.dtype), y).astype(x.dtype),
+          einsum(f'{xs},{out}->{ys}', x, g.astype(x.dtype)).astype(y.dtype))
 
 
 einsum_fast_backward.defvjp(_forward, _backward)

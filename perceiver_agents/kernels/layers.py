@@ -32,27 +32,32 @@ LAYER_NORM_EPS = 1e-5
 
 @jax.custom_vjp
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x [..., Cin] @ w [Cin, Cout] -> [..., Cout]."""
-  return jnp.dot(x, w)
+  """x [..., Cin] @ w [Cin, Cout] -> [..., Cout], in `cpu_gemm.accumulation_dtype`
+  (float32 for bfloat16 operands)."""
+  return _dense_forward(x, w)[0]
 
 
 def _dense_forward(x, w):
-  return jnp.dot(x, w), (x, w)
+  return jnp.dot(x, w, preferred_element_type=cpu_gemm.accumulation_dtype(x, w)), (x, w)
 
 
 def _dense_backward(residuals, g):
   x, w = residuals
+  g = g.astype(x.dtype)  # bfloat16 operands, float32 accumulation
   rows_x = x.reshape(-1, x.shape[-1])  # [R, Cin]
   rows_g = g.reshape(-1, g.shape[-1])  # [R, Cout]
   dw = cpu_gemm.einsum('rk,rn->kn', rows_x, rows_g)  # [Cin, Cout]
-  return jnp.dot(g, w.T), dw.astype(w.dtype)
+  dx = jnp.dot(g, w.T, preferred_element_type=cpu_gemm.accumulation_dtype(g, w))
+  return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 dense.defvjp(_dense_forward, _dense_backward)
 
 
 def _normalise(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
-  """x [..., C] -> (x_hat [..., C], 1/std [..., 1]) over the last axis."""
+  """x [..., C] -> (x_hat [..., C], 1/std [..., 1]) over the last axis, in float32 for
+  bfloat16 or float16 x."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mean = jnp.mean(x, axis=-1, keepdims=True)
   centred = x - mean
   rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) +
@@ -62,22 +67,28 @@ def _normalise(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 
 @jax.custom_vjp
 def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array) -> jax.Array:
-  """LayerNorm of x [..., C] over C with scale [C] and offset [C] (eps 1e-5)."""
-  return _normalise(x)[0] * scale + offset
+  """LayerNorm of x [..., C] over C with scale [C] and offset [C] (eps 1e-5), in x's
+  dtype; statistics in float32 (also for bfloat16 x)."""
+  return _layer_norm_forward(x, scale, offset)[0]
 
 
 def _layer_norm_forward(x, scale, offset):
   x_hat, rstd = _normalise(x)
-  return x_hat * scale + offset, (x_hat, rstd, scale)
+  out = (x_hat * scale + offset).astype(x.dtype)
+  return out, (x_hat.astype(x.dtype), rstd, scale)  # kept in x's dtype
 
 
 def _layer_norm_backward(residuals, g):
   x_hat, rstd, scale = residuals
+  dtype = g.dtype
+  x_hat = x_hat.astype(rstd.dtype)
+  g = g.astype(rstd.dtype)
   rows = tuple(range(g.ndim - 1))
   g_scaled = g * scale
   dx = rstd * (g_scaled - jnp.mean(g_scaled, axis=-1, keepdims=True) -
                x_hat * jnp.mean(g_scaled * x_hat, axis=-1, keepdims=True))
-  return dx, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)
+  return (dx.astype(dtype), jnp.sum(g * x_hat, axis=rows).astype(scale.dtype),
+          jnp.sum(g, axis=rows).astype(scale.dtype))
 
 
 layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
@@ -101,8 +112,9 @@ def _broadcast_batch_backward(batch_size, _, g):
   # [8, 512, 256]).
   rows = g.reshape(batch_size, -1)
   total = jnp.dot(jnp.ones((batch_size,), g.dtype), rows,
-                  precision=jax.lax.Precision.HIGHEST)
-  return (total.reshape(g.shape[1:]),)
+                  precision=jax.lax.Precision.HIGHEST,
+                  preferred_element_type=jnp.promote_types(g.dtype, jnp.float32))
+  return (total.reshape(g.shape[1:]).astype(g.dtype),)
 
 
 broadcast_batch.defvjp(_broadcast_batch_forward, _broadcast_batch_backward)

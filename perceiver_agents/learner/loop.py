@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from perceiver_agents.kernels import cpu_features
 from perceiver_agents.learner import checkpoint as checkpoint_lib
 from perceiver_agents.learner import optim
 from perceiver_agents.learner import sharding as sharding_lib
@@ -66,6 +67,8 @@ def build_programs(task: Any, config: ml_collections.ConfigDict,
   if config.train.steps < 1:
     raise ValueError(f'train.steps must be >= 1, got {config.train.steps}.')
   dtype = update_lib.compute_dtype(config.train.compute_dtype)
+  if config.train.compute_dtype == 'bfloat16':
+    cpu_features.warn_if_bf16_is_slow(jax.default_backend())
   optimizer, schedule = optim.make_optimizer(config, total_steps=config.train.steps)
 
   model = update_lib.with_kernels(task.model, config.train.get('kernels'))
