@@ -2,6 +2,13 @@
 
     .venv/bin/python benchmarks/peer.py [--configs language_small image_small]
         [--repeats 5] [--rounds 2] [--batch N] [--json benchmarks/results/peer.json]
+        [--variants jax jax_bf16 torch torch_bf16 torch_compile torch_compile_bf16]
+
+Variants (the table's rows): this library in float32 and with bfloat16 compute (as
+`train.compute_dtype=bfloat16`: float32 master weights, bfloat16 operands, float32
+accumulation), HF eager and `torch.compile`, each in float32 and under
+`torch.autocast(device, torch.bfloat16)`. MFU is reported against the framework's measured
+float32 and bfloat16 matmul peaks.
 
 Needs the benchmark extra (`pip install -c constraints.txt -e '.[bench]'`: torch 2.13.0
 CPU, transformers). For each configuration both models are built with the same sizes
@@ -9,7 +16,7 @@ CPU, transformers). For each configuration both models are built with the same s
 `perceiver_agents.zoo`'s builders; dropout off, tanh GELU in both) and run on the same
 batch. Each framework runs in a process of its own (side by side in one process they
 slowed each other), JAX and torch alternating for --rounds rounds of --repeats timed
-calls, so that both see the same machine load; medians over all calls are reported:
+calls, so that all see the same machine load; medians over all calls are reported:
 
   forward     logits from inputs (inference mode, no gradients);
   train step  forward + cross-entropy + backward + AdamW update.
