@@ -69,7 +69,7 @@ def test_outputs_and_gradients_equal_under_both(name):
       trees[impl] = jax.eval_shape(
           lambda m=model: m.init(jax.random.PRNGKey(0), **x, is_training=True))
       # A fresh function per implementation: the choice is read when tracing.
-      grad = jax.grad(lambda p, s, f=loss: f(p, s), has_aux=True)
+      grad = jax.jit(jax.grad(lambda p, s, f=loss: f(p, s), has_aux=True))
       results[impl] = grad(params, state)
   chex.assert_trees_all_equal_shapes_and_dtypes(trees['reference'], trees['fast'])
   (grads_ref, out_ref), (grads_fast, out_fast) = results['reference'], results['fast']
