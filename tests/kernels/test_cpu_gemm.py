@@ -74,8 +74,15 @@ def test_falls_back_to_xla():
   assert cpu_gemm._gemm_dims('bqk,bkd->bqd', x, y) is None
   np.testing.assert_allclose(cpu_gemm.einsum('bqk,bkd->bqd', x, y),
                              jnp.einsum('bqk,bkd->bqd', x, y), rtol=1e-6)
-  xb, yb = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)  # not float32
-  assert cpu_gemm.einsum('bqk,bkd->bqd', xb, yb).dtype == jnp.bfloat16
+  # bfloat16 operands: XLA's product, accumulated and returned in float32.
+  xb, yb = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)
+  got = cpu_gemm.einsum('bqk,bkd->bqd', xb, yb)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, jnp.einsum('bqk,bkd->bqd', xb, yb,
+                                             preferred_element_type=jnp.float32),
+                             rtol=1e-6)
+  assert cpu_gemm.accumulation_dtype(xb, yb) == jnp.float32
+  assert cpu_gemm.accumulation_dtype(x, y) == jnp.float32
 
 
 def test_switched_off_by_environment(monkeypatch):
