@@ -1,4 +1,4 @@
-"""XLA:CPU's products against blocks/cpu_gemm.py's OpenBLAS kernel, side by side.
+"""XLA:CPU's products against kernels/cpu_gemm.py's OpenBLAS kernel, side by side.
 
     .venv/bin/python benchmarks/cpu_gemm.py [--repeats 30] [--steps language_small]
         [--step_repeats 10]
@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 
-from perceiver_agents import host_memory  # pylint: disable=g-import-not-at-top
+from perceiver_agents.kernels import host_memory  # pylint: disable=g-import-not-at-top
 
 host_memory.keep_freed_memory()  # As `perceiver-agents` and peer.py run (host_memory).
 
@@ -32,7 +32,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
 import peer  # pylint: disable=g-import-not-at-top
-from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
+from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
 
 # (what, subscripts, x shape, y shape): language_small, batch 8 x 512 bytes, 128 x 512
 # latents, 8 heads (encoder cross-attention D = 32 / Dv = 64, latent self-attention 64).

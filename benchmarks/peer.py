@@ -2,6 +2,13 @@
 
     .venv/bin/python benchmarks/peer.py [--configs language_small image_small]
         [--repeats 5] [--rounds 2] [--batch N] [--json benchmarks/results/peer.json]
+        [--variants jax jax_bf16 torch torch_bf16 torch_compile torch_compile_bf16]
+
+Variants (the table's rows): this library in float32 and with bfloat16 compute (as
+`train.compute_dtype=bfloat16`: float32 master weights, bfloat16 operands, float32
+accumulation), HF eager and `torch.compile`, each in float32 and under
+`torch.autocast(device, torch.bfloat16)`. MFU is reported against the framework's measured
+float32 and bfloat16 matmul peaks.
 
 Needs the benchmark extra (`pip install -c constraints.txt -e '.[bench]'`: torch 2.13.0
 CPU, transformers). For each configuration both models are built with the same sizes
@@ -9,7 +16,7 @@ CPU, transformers). For each configuration both models are built with the same s
 `perceiver_agents.zoo`'s builders; dropout off, tanh GELU in both) and run on the same
 batch. Each framework runs in a process of its own (side by side in one process they
 slowed each other), JAX and torch alternating for --rounds rounds of --repeats timed
-calls, so that both see the same machine load; medians over all calls are reported:
+calls, so that all see the same machine load; medians over all calls are reported:
 
   forward     logits from inputs (inference mode, no gradients);
   train step  forward + cross-entropy + backward + AdamW update.
@@ -112,20 +119,33 @@ def jax_model(cfg: dict):
   return apply, params, state, inputs, labels
 
 
-def jax_step_functions(cfg: dict):
-  """Forward and train step (uncompiled), with their arguments and parameter count."""
+def jax_step_functions(cfg: dict, dtype: str = 'float32'):
+  """Forward and train step (uncompiled), with their arguments and parameter count.
+
+  dtype 'bfloat16' computes as `train.compute_dtype=bfloat16` does: parameters and
+  inputs cast to bfloat16 inside the functions (float32 master weights and AdamW
+  state), logits and loss in float32.
+  """
   import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.learner import update  # pylint: disable=g-import-not-at-top
 
   apply, params, state, inputs, labels = jax_model(cfg)
   optimizer = optax.adamw(LEARNING_RATE)
   opt_state = optimizer.init(params)
+  compute = update.compute_dtype(dtype)
+
+  def run(params, state, inputs, training):
+    logits, state = apply(update.cast_floating(params, compute), state,
+                          update.cast_floating(inputs, compute), training)
+    return logits.astype(jnp.float32), state
 
   def forward(params, state, inputs):
-    return apply(params, state, inputs, False)[0]
+    return run(params, state, inputs, False)[0]
 
   def loss_fn(params, state, inputs, labels):
-    logits, state = apply(params, state, inputs, True)
+    logits, state = run(params, state, inputs, True)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, state
 
@@ -145,11 +165,11 @@ def model_flops(forward, train_step) -> dict:
 
   Counted on the lowered (unoptimised) module, traced with XLA's products only: a
   compiled module hides products in custom calls the count skips (cuBLAS on a GPU,
-  the OpenBLAS kernel of blocks/cpu_gemm.py on a CPU); BENCHMARKS.md's GPU peer section
+  the OpenBLAS kernel of kernels/cpu_gemm.py on a CPU); BENCHMARKS.md's GPU peer section
   gives the size of the difference.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
   flops = {}
   with cpu_gemm.xla_only():
     for name, (fn, args) in (('forward', forward), ('train_step', train_step)):
@@ -162,16 +182,18 @@ def model_flops(forward, train_step) -> dict:
   return flops
 
 
-def jax_functions(cfg: dict):
+def jax_functions(cfg: dict, dtype: str = 'float32'):
   """Compiled forward and train step as no-argument calls, XLA's FLOPs per call, and
   the parameter count."""
   import jax  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.blocks import cpu_gemm  # pylint: disable=g-import-not-at-top
-  (forward, forward_args), (train_step, step_args), num_params = jax_step_functions(cfg)
+  from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
+  (forward, forward_args), (train_step, step_args), num_params = jax_step_functions(
+      cfg, dtype)
   flops = model_flops((forward, forward_args), (train_step, step_args))
   fwd = jax.jit(forward).lower(*forward_args).compile()
   step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*step_args).compile()
-  if cpu_gemm.enabled() and 'pa_strided_gemm' not in step.as_text():
+  if (dtype == 'float32' and cpu_gemm.enabled() and
+      'pa_strided_gemm' not in step.as_text()):
     raise RuntimeError('the compiled train step does not call the CPU GEMM kernel '
                        'although it is enabled (a stale XLA-only trace?)')
   carry = dict(zip(('params', 'opt_state', 'state'), step_args[:3]))
@@ -203,7 +225,13 @@ def _torch_sync():
     torch.cuda.synchronize()
 
 
-def torch_functions(cfg: dict):
+def torch_functions(cfg: dict, *, autocast: bool = False, compiled: bool = False):
+  """HF's model: forward and train step as no-argument calls, and the parameter count.
+
+  autocast: `torch.autocast(device, torch.bfloat16)` around forward and loss (float32
+  weights and AdamW state). compiled: the model through `torch.compile`.
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   device = torch_device()
@@ -238,17 +266,21 @@ def torch_functions(cfg: dict):
   labels = labels.to(device)
   optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
   loss_fn = torch.nn.CrossEntropyLoss()
+  call = torch.compile(model) if compiled else model
+  cast = ((lambda: torch.autocast(device, dtype=torch.bfloat16)) if autocast
+          else contextlib.nullcontext)
 
   def run_forward():
     model.eval()
-    with torch.inference_mode():
-      model(**kwargs)
+    with torch.inference_mode(), cast():
+      call(**kwargs)
     _torch_sync()
 
   def run_step():
     model.train()
-    logits = model(**kwargs).logits
-    loss = loss_fn(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    with cast():
+      logits = call(**kwargs).logits
+      loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -260,10 +292,13 @@ def torch_functions(cfg: dict):
 
 # ----------------------------------------------------------------- matmul peaks.
 
-def matmul_peak(framework: str, size: int = 0, repeats: int = 10) -> float:
-  """Best float32 [size, size] @ [size, size] GFLOP/s of `framework` ('jax', 'torch').
+def matmul_peak(framework: str, size: int = 0, repeats: int = 10,
+                dtype: str = 'float32') -> float:
+  """Best [size, size] @ [size, size] GFLOP/s of `framework` ('jax', 'torch') in `dtype`.
 
-  size 0: 2048 on a CPU, 8192 on a GPU.
+  size 0: 2048 on a CPU, 8192 on a GPU. 'bfloat16': bfloat16 operands; JAX accumulates
+  and returns float32 (`preferred_element_type`, its fast path and what blocks/ops.py
+  asks for), torch returns bfloat16 (what autocast's matmuls do).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -271,12 +306,12 @@ def matmul_peak(framework: str, size: int = 0, repeats: int = 10) -> float:
   size = size or (8192 if jax.default_backend() == 'gpu' else 2048)
   a = np.random.RandomState(0).randn(size, size).astype(np.float32)
   if framework == 'jax':
-    x = jnp.asarray(a)
-    mm = jax.jit(lambda x, y: x @ y)
+    x = jnp.asarray(a, dtype)
+    mm = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
     run = lambda: jax.block_until_ready(mm(x, x))
   else:
     import torch  # pylint: disable=g-import-not-at-top
-    x = torch.as_tensor(a).to(torch_device())
+    x = torch.as_tensor(a).to(torch_device()).to(getattr(torch, dtype))
     run = lambda: (torch.mm(x, x), _torch_sync())
   run()
   best = 0.0
@@ -301,11 +336,28 @@ def alternate(fns: dict, repeats: int) -> dict:
   return times
 
 
-def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
-  """One framework's measurements of one configuration (run in its own process)."""
+# variant -> (framework, dtype, torch.compile): the columns of the table.
+VARIANTS = {
+    'jax': ('jax', 'float32', False),
+    'jax_bf16': ('jax', 'bfloat16', False),
+    'torch': ('torch', 'float32', False),
+    'torch_bf16': ('torch', 'bfloat16', False),
+    'torch_compile': ('torch', 'float32', True),
+    'torch_compile_bf16': ('torch', 'bfloat16', True),
+}
+VARIANT_NAMES = {
+    'jax': 'this library, float32', 'jax_bf16': 'this library, bfloat16 compute',
+    'torch': 'HF eager, float32', 'torch_bf16': 'HF eager + autocast bfloat16',
+    'torch_compile': 'HF torch.compile, float32',
+    'torch_compile_bf16': 'HF torch.compile + autocast bfloat16'}
+
+
+def child(variant: str, name: str, repeats: int, batch: int = 0) -> dict:
+  """One variant's measurements of one configuration (run in its own process)."""
+  framework, dtype, compiled = VARIANTS[variant]
   # Both frameworks with the allocator settings `perceiver-agents` runs with, so the
   # comparison is of the steps users get (their effect: BENCHMARKS.md, host_memory).
-  from perceiver_agents import host_memory  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.kernels import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
@@ -317,13 +369,16 @@ def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
   cfg = dict(CONFIGS[name], **({'batch': batch} if batch else {}))
   out = {'device': jax.devices()[0].device_kind}
   if framework == 'jax':
-    forward, step, flops, out['params'] = jax_functions(cfg)
+    forward, step, flops, out['params'] = jax_functions(cfg, dtype)
     out['gflops_per_call'] = {k: v / 1e9 for k, v in flops.items()}
   else:
-    forward, step, out['params'] = torch_functions(cfg)
-  peak = matmul_peak(framework)
+    forward, step, out['params'] = torch_functions(
+        cfg, autocast=dtype == 'bfloat16', compiled=compiled)
+  peaks = {d: matmul_peak(framework, dtype=d) for d in ('float32', 'bfloat16')}
   out['seconds'] = alternate({'forward': forward, 'train_step': step}, repeats)
-  out['matmul_peak_gflops'] = max(peak, matmul_peak(framework))
+  out['matmul_peak_gflops'] = max(peaks['float32'], matmul_peak(framework))
+  out['matmul_peak_gflops_bf16'] = max(peaks['bfloat16'],
+                                       matmul_peak(framework, dtype='bfloat16'))
   # Page faults and kernel time of train steps (what host_memory removes from JAX's).
   before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(2):
@@ -334,49 +389,60 @@ def child(framework: str, name: str, repeats: int, batch: int = 0) -> dict:
   return out
 
 
-def measure(name: str, repeats: int, rounds: int = 2, batch: int = 0) -> dict:
-  """Both frameworks on configuration `name`, each in processes of its own.
+def measure(name: str, repeats: int, rounds: int = 2, batch: int = 0,
+            variants=('jax', 'torch')) -> dict:
+  """The `variants` on configuration `name`, each in processes of its own.
 
-  In one process the two frameworks slow each other (their allocators and thread
-  pools; BENCHMARKS.md gives the size), so each runs alone, JAX and torch alternating
+  In one process the frameworks slow each other (their allocators and thread pools;
+  BENCHMARKS.md gives the size), so each variant runs alone, the variants alternating
   for `rounds` rounds of `repeats` timed calls; the medians over all rounds are reported.
   """
-  runs = {'jax': [], 'torch': []}
+  runs = {v: [] for v in variants}
   for _ in range(rounds):
-    for framework in runs:
+    for variant in runs:
       env = dict(os.environ, PYTHONPATH=os.pathsep.join(
           [REPO, os.environ.get('PYTHONPATH', '')]))
-      if framework == 'torch':  # JAX only names the device there: no GPU memory grab.
+      if VARIANTS[variant][0] == 'torch':  # JAX only names the device: no GPU grab.
         env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
       done = subprocess.run(
-          [sys.executable, __file__, '--child', framework, name,
+          [sys.executable, __file__, '--child', variant, name,
            '--repeats', str(repeats), '--batch', str(batch)], capture_output=True,
           text=True, env=env)
       if done.returncode != 0:
-        raise RuntimeError(f'{framework} on {name} failed:\n{done.stderr[-2000:]}')
-      runs[framework].append(json.loads(done.stdout.strip().splitlines()[-1]))
-  times, peak = {}, {}
-  for framework, results in runs.items():
-    peak[framework] = max(r['matmul_peak_gflops'] for r in results)
+        raise RuntimeError(f'{variant} on {name} failed:\n{done.stderr[-2000:]}')
+      runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+  times, peak, peak_bf16 = {}, {}, {}
+  for variant, results in runs.items():
+    framework = VARIANTS[variant][0]
+    peak[framework] = max([peak.get(framework, 0.0)] +
+                          [r['matmul_peak_gflops'] for r in results])
+    peak_bf16[framework] = max([peak_bf16.get(framework, 0.0)] +
+                               [r['matmul_peak_gflops_bf16'] for r in results])
     for what in ('forward', 'train_step'):
-      times[f'{framework}_{what}'] = statistics.median(
+      times[f'{variant}_{what}'] = statistics.median(
           t for r in results for t in r['seconds'][what])
+  first = {VARIANTS[v][0]: runs[v][0] for v in reversed(variants)}
+  counted = next(runs[v][0] for v in variants if VARIANTS[v][0] == 'jax')
   result = dict(config=name, batch=batch or CONFIGS[name]['batch'],
-                device=runs['jax'][0]['device'],
-                jax_params=runs['jax'][0]['params'],
-                torch_params=runs['torch'][0]['params'], seconds=times,
-                matmul_peak_gflops=peak, rounds=rounds, repeats=repeats)
-  return with_flops(result, {k: v * 1e9 for k, v in
-                             runs['jax'][0]['gflops_per_call'].items()})
+                device=first['jax']['device'], variants=list(variants),
+                jax_params=first['jax']['params'],
+                torch_params=first.get('torch', first['jax'])['params'], seconds=times,
+                matmul_peak_gflops=peak, matmul_peak_gflops_bf16=peak_bf16,
+                rounds=rounds, repeats=repeats)
+  return with_flops(result, {k: v * 1e9 for k, v in counted['gflops_per_call'].items()})
 
 
 def with_flops(result: dict, flops: dict) -> dict:
   """`result` with XLA's FLOPs per call and the MFU they give: model FLOPs over each
-  framework's time and matmul peak."""
+  variant's time and its framework's float32 (and, 'mfu_bf16', bfloat16) matmul peak."""
   times, peak = result['seconds'], result['matmul_peak_gflops']
-  return dict(result, gflops_per_call={k: v / 1e9 for k, v in flops.items()}, mfu={
-      f'{fw}_{what}': flops[what] / times[f'{fw}_{what}'] / 1e9 / peak[fw]
-      for fw in ('jax', 'torch') for what in ('forward', 'train_step')})
+  peak_bf16 = result.get('matmul_peak_gflops_bf16', {})
+  variants = result.get('variants', ['jax', 'torch'])
+  mfu = lambda peaks: {  # pylint: disable=g-long-lambda
+      f'{v}_{what}': flops[what] / times[f'{v}_{what}'] / 1e9 / peaks[VARIANTS[v][0]]
+      for v in variants for what in ('forward', 'train_step') if VARIANTS[v][0] in peaks}
+  return dict(result, gflops_per_call={k: v / 1e9 for k, v in flops.items()},
+              mfu=mfu(peak), mfu_bf16=mfu(peak_bf16))
 
 
 def _time(seconds: float) -> str:
@@ -414,6 +480,33 @@ def table(results) -> str:
   return '\n'.join(lines)
 
 
+def variant_table(results) -> str:
+  """One row per configuration and variant: times, speed against HF eager float32 and
+  MFU against the framework's float32 and bfloat16 matmul peaks."""
+  lines = ['| config | variant | forward | train step | vs HF eager f32 (fwd, step) | '
+           'MFU vs f32 peak (fwd, step) | MFU vs bf16 peak (fwd, step) |',
+           '|---|---|---|---|---|---|---|']
+  for r in results:
+    s, m, mb = r['seconds'], r['mfu'], r.get('mfu_bf16', {})
+    base = 'torch' if 'torch_forward' in s else r['variants'][0]
+    for v in r['variants']:
+      ratio = ', '.join(f"{s[f'{base}_{w}'] / s[f'{v}_{w}']:.2f}x"
+                        for w in ('forward', 'train_step'))
+      pct = lambda d: ', '.join(f"{d[f'{v}_{w}']:.0%}" if f'{v}_{w}' in d else '-'  # pylint: disable=g-long-lambda
+                                for w in ('forward', 'train_step'))
+      lines.append(f"| {r['config']}{_batch_note(r)} | {VARIANT_NAMES[v]} | "
+                   f"{_time(s[f'{v}_forward'])} | {_time(s[f'{v}_train_step'])} | "
+                   f'{ratio} | {pct(m)} | {pct(mb)} |')
+  peaks = results[0]['matmul_peak_gflops']
+  peaks_bf16 = results[0].get('matmul_peak_gflops_bf16', {})
+  lines.append('')
+  lines.append('matmul peaks (2048^3, best in the run): ' + '; '.join(
+      f'{fw} float32 {_rate(peaks[fw])}' + (
+          f', bfloat16 {_rate(peaks_bf16[fw])}' if fw in peaks_bf16 else '')
+      for fw in peaks))
+  return '\n'.join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--configs', nargs='+', default=['language_small', 'image_small'],
@@ -423,7 +516,11 @@ def main():
   parser.add_argument('--batch', type=int, default=0,
                       help="every configuration's batch size (0: its own; e.g. larger on a "
                       'GPU, which the CPU batches cannot fill)')
-  parser.add_argument('--child', nargs=2, metavar=('FRAMEWORK', 'CONFIG'))
+  parser.add_argument('--variants', nargs='+', default=list(VARIANTS),
+                      choices=list(VARIANTS),
+                      help='the columns: this library float32/bfloat16, HF eager and '
+                      'torch.compile, float32 and autocast bfloat16')
+  parser.add_argument('--child', nargs=2, metavar=('VARIANT', 'CONFIG'))
   parser.add_argument('--json', default=os.path.join(REPO, 'benchmarks', 'results',
                                                      'peer.json'))
   parser.add_argument('--table_from', nargs='+', metavar='JSON',
@@ -446,18 +543,19 @@ def main():
           CONFIGS[r['config']], batch=r.get('batch', CONFIGS[r['config']]['batch'])))[:2]))
                  for r in results]
     print(f"device: {results[0]['device']}\n")
-    print(table(results))
+    print(variant_table(results) if 'variants' in results[0] else table(results))
     return
   results = []
   for name in args.configs:
-    results.append(measure(name, args.repeats, args.rounds, args.batch))
+    results.append(measure(name, args.repeats, args.rounds, args.batch,
+                           tuple(args.variants)))
     print(json.dumps(results[-1]), flush=True)
     if args.json:  # After each configuration: a run cut short keeps what it measured.
       os.makedirs(os.path.dirname(args.json), exist_ok=True)
       with open(args.json, 'w') as f:
         json.dump(results, f, indent=1)
   print(f"\ndevice: {results[0]['device']}\n")
-  print(table(results))
+  print(variant_table(results))
 
 
 if __name__ == '__main__':

@@ -66,7 +66,7 @@ SECTIONS = {
                       'Memory at scale: chunked decoding and remat'),
     'cpu_gemm': Section('cpu_gemm.py', ['--repeats', '30'], None, None,
                         "XLA:CPU's backward products vs the OpenBLAS kernel "
-                        '(blocks/cpu_gemm.py)'),
+                        '(kernels/cpu_gemm.py)'),
 }
 
 

@@ -19,8 +19,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from perceiver_agents import host_memory
 from perceiver_agents import startup
+from perceiver_agents.kernels import host_memory
 from perceiver_agents import tasks
 
 def _split_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> List[str]:

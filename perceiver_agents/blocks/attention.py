@@ -4,9 +4,8 @@ Shape letters used throughout:
   B: batch size.   Q: number of query positions.   K: number of key/value positions.
   C: channels.     H: attention heads.             D: channels per head.
 
-The residual blocks end in `fusion.cotangent_boundary` (an identity that keeps XLA
-from re-fusing the backward residual chain into every layer; see blocks/fusion.py).
-All blocks are pre-LayerNorm (eps 1e-5) residual blocks with biased Q/K/V/output
+Dense layers, LayerNorms, the attention products and the residual boundaries are
+blocks/ops.py's (the seam to perceiver_agents/kernels). All blocks are pre-LayerNorm (eps 1e-5) residual blocks with biased Q/K/V/output
 projections, the scaled dot-product scale 1/sqrt(D_qk), tanh-approximate GELU in the MLP,
 and masked logits set to -1e30 (rows whose every key is masked give zeros, never NaN).
 These are the conventions of DeepMind's published Perceiver IO models, which
@@ -21,24 +20,11 @@ import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
 from perceiver_agents.blocks import chunking
-from perceiver_agents.blocks import cpu_gemm
-from perceiver_agents.blocks import fusion
-from perceiver_agents.blocks import layers
 from perceiver_agents.blocks import masking
-from perceiver_agents.blocks import position
-
-
-def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
-  """LayerNorm over the channel axis with a learned scale and offset."""
-  return layers.LayerNorm(name=name)(x)
-
-
-def linear(output_size: int, *, init_scale: float = 1.0,
-           with_bias: bool = True, name: Optional[str] = None) -> layers.Linear:
-  """A position-wise dense layer (a 1x1 convolution over the index axis)."""
-  return layers.Linear(output_size, with_bias=with_bias,
-                   w_init=hk.initializers.VarianceScaling(init_scale),
-                   name=name)
+from perceiver_agents.blocks import ops
+from perceiver_agents.blocks import protocols
+from perceiver_agents.blocks.ops import layer_norm
+from perceiver_agents.blocks.ops import linear
 
 
 def make_cross_attention_mask(query_mask: jax.Array,
@@ -109,9 +95,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
   # on the language model's cross-attention, benchmarks/peer.py).
   q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, Q|K, D]
-  # The backward's products (two with a transposed operand) run through OpenBLAS on CPU.
-  logits = cpu_gemm.einsum_fast_backward('bhqd,bhkd->bhqk',
-                                         q * (1.0 / math.sqrt(qk_dim)), k)
+  logits = ops.einsum('bhqd,bhkd->bhqk', q * (1.0 / math.sqrt(qk_dim)), k)
   if attention_mask is not None:
     logits = masking.mask_logits(logits, attention_mask[:, None, :, :])
   # softmax(logits) @ v, normalised after the product: the division then runs over
@@ -119,10 +103,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
   logits_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
   unnormalised = jnp.exp(logits - logits_max)  # [B, H, Q, K]
   total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # [B, H, Q, 1]
-  if dropout_prob > 0:
-    unnormalised = hk.dropout(hk.next_rng_key(), dropout_prob, unnormalised)
-  out = cpu_gemm.einsum_fast_backward(
-      'bhqk,bhkd->bhqd', unnormalised, v) / total  # [B, H, Q, Dv]
+  unnormalised = ops.dropout(unnormalised, dropout_prob, is_training=True)
+  out = ops.einsum('bhqk,bhkd->bhqd', unnormalised.astype(v.dtype), v) / total
+  out = out.astype(v.dtype)  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
   return masking.zero_empty_rows(out, attention_mask)
 
@@ -190,9 +173,10 @@ class Attention(hk.Module):
 
     `inputs_q` may also be [Q, Cq], the same queries for every example: they are
     projected once, then broadcast over the batch (same values, 1/B of the work).
-    `attention_mask` is an optional [B, Q, K] mask. `kv_transform` (position-wise,
-    e.g. a LayerNorm) is applied to `inputs_kv` first: with kv_chunk_size, one chunk
-    at a time. Returns [B, Q, output_channels].
+    `inputs_kv` may be a protocols.LazyArray. `attention_mask` is an optional
+    [B, Q, K] mask. `kv_transform` (position-wise, e.g. a LayerNorm) is applied to
+    `inputs_kv` before the key/value projections (with kv_chunk_size, one chunk at a
+    time). Returns [B, Q, output_channels].
     """
     checks.check_rank(inputs_kv, 3, name='inputs_kv')
     checks.check_floating(inputs_kv, name='inputs_kv')
@@ -207,61 +191,60 @@ class Attention(hk.Module):
     checks.check_divisible(qk_channels, self._num_heads, name='qk_channels')
     checks.check_divisible(v_channels, self._num_heads, name='v_channels')
     heads = self._num_heads
+    q_proj, k_proj, v_proj = (linear(width, init_scale=self._init_scale)
+                              for width in (qk_channels, qk_channels, v_channels))
+    out_proj = linear(output_channels, with_bias=self._with_final_bias,
+                      init_scale=self._final_init_scale)
 
-    q = linear(qk_channels, init_scale=self._init_scale)(inputs_q)  # [(B,) Q, Cqk]
+    q = q_proj(inputs_q)  # [(B,) Q, Cqk]
     if q.ndim == 2:
-      q = layers.broadcast_batch(q, batch)  # [B, Q, Cqk]
-    if kv_transform is not None and self._kv_chunk_size is None:
-      inputs_kv = kv_transform(inputs_kv)
-    if self._kv_chunk_size is not None:
-      # The projections are constructed here, not in the method (whose name scope
-      # would rename them): same parameter names as the unchunked path.
-      k_proj = linear(qk_channels, init_scale=self._init_scale)
-      v_proj = linear(v_channels, init_scale=self._init_scale)
-      out = self._attend_in_kv_chunks(q, inputs_kv, attention_mask, qk_channels,
-                                      v_channels, kv_transform, k_proj,
-                                      v_proj)  # [B, Q, Cv]
-      return linear(output_channels, with_bias=self._with_final_bias,
-                    init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
-    k = linear(qk_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cqk]
-    v = linear(v_channels, init_scale=self._init_scale)(inputs_kv)  # [B, K, Cv]
+      q = ops.broadcast_batch(q, batch)  # [B, Q, Cqk]
     q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
-    k = jnp.reshape(k, [batch, kv_len, heads, qk_channels // heads])
-    v = jnp.reshape(v, [batch, kv_len, heads, v_channels // heads])
-    # Query rows attend independently: with query_chunk_size, only one chunk's
-    # logits [B, H, chunk, K] are alive at a time (same values, less memory).
-    out = chunking.map_chunks(
-        lambda c: attend(c['q'], k, v, dropout_prob=self._dropout_prob,
-                         attention_mask=c['mask']),
-        {'q': q, 'mask': attention_mask},
-        chunk_size=self._query_chunk_size)  # [B, Q, Cv]
-    return linear(output_channels, with_bias=self._with_final_bias,
-                  init_scale=self._final_init_scale)(out)  # [B, Q, Cout]
 
-  def _attend_in_kv_chunks(self, q, inputs_kv, attention_mask, qk_channels,
-                           v_channels, kv_transform, k_proj, v_proj):
-    """`attend` with keys and values projected kv_chunk_size positions at a time.
-
-    q [B, Q, Cqk] (projected), inputs_kv [B, K, Ckv] -> [B, Q, Cv]; the same
-    parameters as the unchunked path (same modules, created in the same order).
-    """
-    if self._dropout_prob > 0:
-      raise ValueError('kv_chunk_size does not support attention dropout '
-                       f'(dropout_prob={self._dropout_prob}); use query_chunk_size.')
-    batch, q_len, _ = q.shape
-    heads = self._num_heads
-
-    def project_kv(x):  # [B, c, Ckv] -> [B, c, H, Dqk], [B, c, H, Dv]
-      c = x.shape[1]
+    def keys_values(x):  # [B, c, Ckv] (or lazy) -> [B, c, H, Dqk], [B, c, H, Dv]
+      x = protocols.materialize(x)
       if kv_transform is not None:
         x = kv_transform(x)
+      c = x.shape[1]
       return (jnp.reshape(k_proj(x), [batch, c, heads, qk_channels // heads]),
               jnp.reshape(v_proj(x), [batch, c, heads, v_channels // heads]))
 
-    q = jnp.reshape(q, [batch, q_len, heads, qk_channels // heads])
-    return chunking.attend_in_kv_chunks(
-        q, inputs_kv, project_kv, value_dim=v_channels // heads,
-        chunk_size=self._kv_chunk_size, attention_mask=attention_mask)
+    if self._kv_chunk_size is not None:
+      out = _attend_in_kv_chunks(q, inputs_kv, keys_values,
+                                 value_dim=v_channels // heads,
+                                 chunk_size=self._kv_chunk_size,
+                                 dropout_prob=self._dropout_prob,
+                                 attention_mask=attention_mask)  # [B, Q, Cv]
+    else:
+      k, v = keys_values(inputs_kv)
+      out = _attend_in_query_chunks(q, k, v, chunk_size=self._query_chunk_size,
+                                    dropout_prob=self._dropout_prob,
+                                    attention_mask=attention_mask)  # [B, Q, Cv]
+    return out_proj(out)  # [B, Q, Cout]
+
+
+def _attend_in_query_chunks(q, k, v, *, chunk_size, dropout_prob, attention_mask):
+  """`attend(q, k, v)` [B, Q, H * Dv], at most `chunk_size` query rows at a time.
+
+  Query rows attend independently, so only one chunk's logits [B, H, chunk, K] are
+  alive at a time (same values, less memory); None attends all rows at once.
+  """
+  return chunking.map_chunks(
+      lambda c: attend(c['q'], k, v, dropout_prob=dropout_prob,
+                       attention_mask=c['mask']),
+      {'q': q, 'mask': attention_mask}, chunk_size=chunk_size)
+
+
+def _attend_in_kv_chunks(q, inputs_kv, keys_values, *, value_dim, chunk_size,
+                         dropout_prob, attention_mask):
+  """Attention of q [B, Q, H, Dqk] over `inputs_kv` projected by `keys_values`
+  `chunk_size` positions at a time (chunking.attend_in_kv_chunks) -> [B, Q, H * Dv]."""
+  if dropout_prob > 0:
+    raise ValueError('kv_chunk_size does not support attention dropout '
+                     f'(dropout_prob={dropout_prob}); use query_chunk_size.')
+  return chunking.attend_in_kv_chunks(q, inputs_kv, keys_values, value_dim=value_dim,
+                                      chunk_size=chunk_size,
+                                      attention_mask=attention_mask)
 
 
 def _check_queries(inputs_q: jax.Array, batch: int) -> int:
@@ -293,15 +276,7 @@ class MLP(hk.Module):
     x = linear(self._widening_factor * channels, init_scale=self._init_scale)(x)
     x = jax.nn.gelu(x)  # tanh approximation, as published
     x = linear(channels, init_scale=self._init_scale)(x)
-    if is_training and self._dropout_prob > 0:
-      x = hk.dropout(hk.next_rng_key(), self._dropout_prob, x)
-    return x
-
-
-def _dropout(x: jax.Array, rate: float, is_training: bool) -> jax.Array:
-  if is_training and rate > 0:
-    return hk.dropout(hk.next_rng_key(), rate, x)
-  return x
+    return ops.dropout(x, self._dropout_prob, is_training=is_training)
 
 
 class SelfAttention(hk.Module):
@@ -340,12 +315,12 @@ class SelfAttention(hk.Module):
         output_channels=channels,
         dropout_prob=self._attention_dropout_prob if is_training else 0.0,
     )(qkv, qkv, attention_mask=attention_mask)
-    x = inputs + _dropout(attention, self._dropout_prob, is_training)
+    x = inputs + ops.dropout(attention, self._dropout_prob, is_training=is_training)
     x = x + MLP(widening_factor=self._widening_factor,
                 dropout_prob=self._dropout_prob,
                 init_scale=self._dense_init_scale)(
                     layer_norm(x), is_training=is_training)
-    return fusion.cotangent_boundary(x)
+    return ops.residual_boundary(x)
 
 
 class CrossAttention(hk.Module):
@@ -412,21 +387,15 @@ class CrossAttention(hk.Module):
         query_chunk_size=self._query_chunk_size,
         kv_chunk_size=self._kv_chunk_size,
     )
-    if self._kv_chunk_size is None:
-      attention = attention(layer_norm(inputs_q),
-                            layer_norm(position.materialize(inputs_kv)),
-                            attention_mask=attention_mask)  # [B, Q, Cq]
-    else:
-      # The inputs' LayerNorm (and a lazy input's expansion) runs chunk by chunk too
-      # (same modules, same names).
-      q_norm, kv_norm = layers.LayerNorm(), layers.LayerNorm()
-      attention = attention(q_norm(inputs_q), inputs_kv,
-                            kv_transform=lambda x: kv_norm(position.materialize(x)),
-                            attention_mask=attention_mask)  # [B, Q, Cq]
-    attention = _dropout(attention, self._dropout_prob, is_training)
+    # The inputs' LayerNorm (and a lazy input's expansion) runs inside the attention:
+    # chunk by chunk with kv_chunk_size.
+    q_norm, kv_norm = ops.LayerNorm(), ops.LayerNorm()
+    attention = attention(q_norm(inputs_q), inputs_kv, kv_transform=kv_norm,
+                          attention_mask=attention_mask)  # [B, Q, Cq]
+    attention = ops.dropout(attention, self._dropout_prob, is_training=is_training)
     if self._use_query_residual:
       if inputs_q.ndim == 2:
-        inputs_q = layers.broadcast_batch(inputs_q, batch)  # [B, Q, Cq]
+        inputs_q = ops.broadcast_batch(inputs_q, batch)  # [B, Q, Cq]
       x = inputs_q + attention
     else:
       x = attention
@@ -434,4 +403,4 @@ class CrossAttention(hk.Module):
                 dropout_prob=self._dropout_prob,
                 init_scale=self._dense_init_scale)(
                     layer_norm(x), is_training=is_training)
-    return fusion.cotangent_boundary(x)
+    return ops.residual_boundary(x)

@@ -132,13 +132,16 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: Any,
   ends = jnp.arange(1, num_chunks + 1) * chunk_size  # [n]
   q = jnp.swapaxes(q, 1, 2)  # [B, H, Q, Dqk]
   scale = 1.0 / math.sqrt(qk_dim)
+  # Products accumulate, and the softmax runs, in float32 for bfloat16 queries.
+  acc = jnp.promote_types(q.dtype, jnp.float32)
 
   def step(carry, end):
     running_max, denominator, total = carry  # [B, H, Q], [B, H, Q], [B, H, Q, Dv]
     start = jnp.minimum(end, kv_len) - chunk_size
     chunk = jax.tree.map(lambda x: _slice(x, start, chunk_size, 1), inputs_kv)
     k, v = project_kv(chunk)  # [B, c, H, D*]
-    logits = jnp.einsum('bhqd,bkhd->bhqk', q, k) * scale  # [B, H, Q, c]
+    logits = jnp.einsum('bhqd,bkhd->bhqk', q, k,
+                        preferred_element_type=acc) * scale  # [B, H, Q, c]
     fresh = start + jnp.arange(chunk_size) >= end - chunk_size  # [c]
     allowed = fresh[None, None, None, :]
     if attention_mask is not None:
@@ -150,14 +153,15 @@ def attend_in_kv_chunks(q: jax.Array, inputs_kv: Any,
     correction = jnp.exp(running_max - new_max)  # [B, H, Q]
     denominator = denominator * correction + jnp.sum(weights, axis=-1)
     total = (total * correction[..., None]
-             + jnp.einsum('bhqk,bkhd->bhqd', weights, v.astype(weights.dtype)))
+             + jnp.einsum('bhqk,bkhd->bhqd', weights.astype(v.dtype), v,
+                          preferred_element_type=acc))
     return (new_max, denominator, total), None
 
   v_dim = value_dim
-  init = (jnp.full((batch, heads, q_len), -jnp.inf, q.dtype),
-          jnp.zeros((batch, heads, q_len), q.dtype),
-          jnp.zeros((batch, heads, q_len, v_dim), q.dtype))
+  init = (jnp.full((batch, heads, q_len), -jnp.inf, acc),
+          jnp.zeros((batch, heads, q_len), acc),
+          jnp.zeros((batch, heads, q_len, v_dim), acc))
   (_, denominator, total), _ = hk.scan(step, init, ends)
-  out = total / denominator[..., None]  # [B, H, Q, Dv]
+  out = (total / denominator[..., None]).astype(q.dtype)  # [B, H, Q, Dv]
   out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
   return masking.zero_empty_rows(out, attention_mask)

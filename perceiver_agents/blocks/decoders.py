@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
-from perceiver_agents.blocks import layers
 from perceiver_agents.blocks import chunking
+from perceiver_agents.blocks import ops
+from perceiver_agents.blocks import protocols
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
 from perceiver_agents.blocks.position import build_position_encoding
-from perceiver_agents.blocks.position import materialize
 from perceiver_agents.blocks.position import positions_of_indices
 from perceiver_agents.blocks.position import TrainablePositionEncoding
 
@@ -182,19 +182,19 @@ class BasicDecoder(Decoder):
         raise ValueError('inputs_without_pos is required when '
                          'concat_preprocessed_input=True.')
       if query.ndim == 2:
-        query = layers.broadcast_batch(query, batch)  # [B, O, E]
+        query = ops.broadcast_batch(query, batch)  # [B, O, E]
       query = jnp.concatenate([inputs_without_pos, query], axis=-1)
     return query
 
-  def __call__(self, query, z, *, is_training, query_mask=None, postprocess=None):
+  def __call__(self, query, z, *, is_training, query_mask=None, postprocessor=None):
     """Maps queries [B, O, E] (or shared [O, E]) and latents [B, M, D] to [B, O, F]
     (F = E without projection).
 
     `query` may also be lazy (a position.LazyFourierFeatures or PaddedQueries, [B, O, E]
-    or shared [1, O, E]): expanded one decode chunk at a time. `postprocess`, a
-    position-wise function of outputs [B, c, F] to a pytree of [B, c, ...] arrays, is
-    applied to each chunk's outputs, so that [B, O, F] is never alive in full either;
-    the result is then its outputs for all O queries.
+    or shared [1, O, E]): expanded one decode chunk at a time. `postprocessor`, a
+    protocols.PositionWisePostprocessor (outputs [B, c, F] to a pytree of [B, c, ...]
+    arrays), is applied to each chunk's outputs, so that [B, O, F] is never alive in
+    full either; the result is then its outputs for all O queries.
     """
     checks.check_rank(z, 3, name='z')
     checks.check_floating(z, name='z')
@@ -202,15 +202,18 @@ class BasicDecoder(Decoder):
       raise ValueError('query must be [B, O, E] or [O, E] (shared by every example), '
                        f'got shape {tuple(query.shape)}.')
     # Shared queries travel as [1, O, E]: chunks are cut along O, axis 1.
-    shared = query.ndim == 2 or (hasattr(query, 'materialize') and query.shape[0] == 1)
+    shared = query.ndim == 2 or (protocols.is_lazy(query) and query.shape[0] == 1)
     if query_mask is not None:
       checks.check_mask(query_mask, (z.shape[0], query.shape[-2]), name='query_mask')
+    if postprocessor is not None and not protocols.is_position_wise(postprocessor):
+      raise ValueError('BasicDecoder applies only a position-wise postprocessor '
+                       f'(position_wise = True) chunk by chunk, got {postprocessor!r}.')
     cross_attend = CrossAttention(
         dropout_prob=0.0, num_heads=self._num_heads, widening_factor=1,
         shape_for_attn='kv', qk_channels=self._qk_channels,
         v_channels=self._v_channels,
         use_query_residual=self._use_query_residual)
-    project = (layers.Linear(self._output_num_channels,
+    project = (ops.Linear(self._output_num_channels,
                              w_init=self._output_w_init, name='output')
                if self._final_project else None)
 
@@ -220,13 +223,15 @@ class BasicDecoder(Decoder):
       if chunk['mask'] is not None:
         attention_mask = make_cross_attention_mask(
             chunk['mask'], jnp.ones(z.shape[:2], dtype=bool))  # [B, c, M]
-      queries = materialize(chunk['query'])
+      queries = protocols.materialize(chunk['query'])
       output = cross_attend(queries[0] if shared else queries, z,
                             is_training=is_training,
                             attention_mask=attention_mask)  # [B, c, E]
       if project is not None:
         output = project(output)  # [B, c, F]
-      return output if postprocess is None else postprocess(output)
+      if postprocessor is None:
+        return output
+      return postprocessor(output, is_training=is_training)
 
     return chunking.map_chunks(
         decode, {'query': query[None] if query.ndim == 2 else query,
@@ -281,7 +286,7 @@ class ProjectionDecoder(Decoder):
     checks.check_rank(z, 3, name='z')
     checks.check_floating(z, name='z')
     pooled = jnp.mean(z, axis=1)  # [B, D]
-    return layers.Linear(self._num_classes, w_init=jnp.zeros,
+    return ops.Linear(self._num_classes, w_init=jnp.zeros,
                          name='logits')(pooled)
 
 
@@ -384,7 +389,7 @@ class PaddedQueries:
     return 3
 
   def materialize(self) -> jax.Array:
-    rows = materialize(self.queries)  # [b, c, E]
+    rows = protocols.materialize(self.queries)  # [b, c, E]
     padding = jnp.broadcast_to(self.padding, rows.shape[:2] + self.padding.shape[2:])
     return jnp.concatenate([rows, padding.astype(rows.dtype)], axis=-1)
 
@@ -461,7 +466,7 @@ class MultimodalDecoder(Decoder):
       """PaddedQueries [b, O_m, width]; b = 1 for queries shared by every example."""
       if query.ndim == 2:  # shared [O_m, E_m]
         query = query[None]
-      elif not hasattr(query, 'materialize'):  # e.g. a video's [B, T, H, W, E]
+      elif not protocols.is_lazy(query):  # e.g. a video's [B, T, H, W, E]
         query = jnp.reshape(query, [query.shape[0], -1, query.shape[-1]])
       padding = TrainablePositionEncoding(
           index_dim=1, num_channels=width - query.shape[-1], init_scale=0.02,
@@ -482,8 +487,9 @@ class MultimodalDecoder(Decoder):
 
     Returns [B, O, F] (modalities concatenated, sorted by name), or with a
     `postprocessor` (chunked only) what it returns: a multimodal postprocessor's
-    {modality: output}, each modality's position-wise postprocessor (one with
-    `position_wise = True`) applied chunk by chunk.
+    (protocols.MultimodalPostprocessor) {modality: output}, each modality's
+    position-wise postprocessor (protocols.PositionWisePostprocessor) applied chunk by
+    chunk.
     """
     if not isinstance(query, Mapping):
       if postprocessor is not None:
@@ -493,16 +499,15 @@ class MultimodalDecoder(Decoder):
     sizes = {m: q.shape[1] for m, q in query.items()}
     masks = ({} if query_mask is None else
              split_modalities(sizes, query_mask[..., None]))  # {m: [B, O_m, 1]}
-    parts = getattr(postprocessor, 'modalities', None) or {}
+    parts = protocols.modality_postprocessors(postprocessor)
     outputs = {}
     for m in sorted(query):
       post = parts.get(m)
-      in_chunks = getattr(post, 'position_wise', False)
+      in_chunks = protocols.is_position_wise(post)
       out = self._decoder(
           query[m], z, is_training=is_training,
           query_mask=masks[m][..., 0] if m in masks else None,
-          postprocess=(lambda x, post=post: post(x, is_training=is_training))
-          if in_chunks else None)
+          postprocessor=post if in_chunks else None)
       outputs[m] = out if post is None or in_chunks else post(
           out, is_training=is_training)
     if parts:

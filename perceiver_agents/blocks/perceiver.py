@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
 from perceiver_agents.blocks import chunking
-from perceiver_agents.blocks import remat
+from perceiver_agents.blocks import ops
+from perceiver_agents.blocks import protocols
 from perceiver_agents.blocks.attention import CrossAttention
 from perceiver_agents.blocks.attention import make_cross_attention_mask
 from perceiver_agents.blocks.attention import SelfAttention
@@ -38,7 +39,7 @@ class PerceiverEncoder(hk.Module):
   instead projects and attends the inputs that many at a time (online softmax), so
   neither the keys and values [B, N, C] nor the logits are alive in full.
   `remat_latents` rematerialises each latent self-attention layer in the backward pass
-  (blocks/remat.py, an `hk.remat` that XLA:CPU honours): training keeps only each layer's input [B, M, D], not its attention and
+  (`ops.remat`): training keeps only each layer's input [B, M, D], not its attention and
   MLP activations, and recomputes them in the backward (about one more forward of the
   latent stack).
   """
@@ -142,7 +143,7 @@ class PerceiverEncoder(hk.Module):
                                       attention_mask=attention_mask)
       for self_attend in self.self_attends:
         if self._remat_latents:
-          z = remat.remat(self_attend, lambda x, layer=self_attend: layer(
+          z = ops.remat(self_attend, lambda x, layer=self_attend: layer(
               x, is_training=is_training))(z)
         else:
           z = self_attend(z, is_training=is_training)
@@ -198,7 +199,7 @@ class Perceiver(hk.Module):
     z = self._encoder(inputs, latents, is_training=is_training,
                       input_mask=input_mask)  # [B, M, D]
     if (self._output_postprocessor is not None
-        and getattr(self._decoder, 'postprocesses_in_chunks', False)):
+        and protocols.postprocesses_in_chunks(self._decoder)):
       # The decoder postprocesses as it decodes, chunk by chunk (MultimodalDecoder).
       return self._decoder(query, z, is_training=is_training, query_mask=query_mask,
                            postprocessor=self._output_postprocessor)

@@ -28,17 +28,18 @@ is never recomputed). Every cached logit equals the uncached model's
 window slides by one each token and the logits are exactly those of the plain M-latent
 model. See blocks/ar_generation.py for the sampling loop.
 """
-import functools
 from typing import NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from perceiver_agents.blocks import checks
-from perceiver_agents.blocks import fusion
-from perceiver_agents.blocks.attention import attend, layer_norm, linear, MLP
+from perceiver_agents.blocks import ops
+from perceiver_agents.blocks.attention import attend
+from perceiver_agents.blocks.attention import MLP
+from perceiver_agents.blocks.ops import layer_norm
+from perceiver_agents.blocks.ops import linear
 
 KeyValue = Tuple[jax.Array, jax.Array]  # k [B, K, H, D], v [B, K, H, D]
 
@@ -128,11 +129,6 @@ class _Layer(hk.Module):
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
 
-  def _dropout(self, x, is_training):
-    if is_training and self._dropout_prob > 0:
-      return hk.dropout(hk.next_rng_key(), self._dropout_prob, x)
-    return x
-
   def __call__(self, h: jax.Array, positions: jax.Array, *, is_training: bool,
                inputs_kv: Optional[jax.Array] = None,
                kv_positions: Optional[jax.Array] = None,
@@ -157,11 +153,12 @@ class _Layer(hk.Module):
     if cache is not None:
       kv = (_write(cache[0], kv[0], write_index), _write(cache[1], kv[1], write_index))
       kv_positions = cache_positions
-    h = h + self._dropout(attention(query, positions, kv, kv_positions), is_training)
+    h = h + ops.dropout(attention(query, positions, kv, kv_positions), self._dropout_prob,
+                        is_training=is_training)
     mlp = MLP(widening_factor=self._widening_factor, name='mlp')
-    h = h + self._dropout(mlp(layer_norm(h, name='mlp_norm'), is_training=is_training),
-                          is_training)
-    return fusion.cotangent_boundary(h), kv
+    h = h + ops.dropout(mlp(layer_norm(h, name='mlp_norm'), is_training=is_training),
+                        self._dropout_prob, is_training=is_training)
+    return ops.residual_boundary(h), kv
 
 
 class DecodeCache(NamedTuple):
@@ -200,8 +197,8 @@ class PerceiverAR(hk.Module):
       before the latents) is dropped before the cross-attention; kept inputs keep their
       positions, the latent positions are never dropped.
     dropout_prob: dropout on the residual branches during training.
-    use_remat: rematerialise each layer in the backward pass (`hk.remat`), trading compute
-      for memory.
+    use_remat: rematerialise each layer in the backward pass (`ops.remat`), trading
+      compute for memory.
   """
 
   def __init__(self, *, vocab_size: int, max_context: int, num_latents: int,
@@ -267,10 +264,11 @@ class PerceiverAR(hk.Module):
                   name='cross_layer' if cross else f'latent_layer_{index}')
 
   def _run(self, layer: _Layer, *args, is_training: bool, **kwargs):
-    fn = functools.partial(layer, is_training=is_training, **kwargs)
+    def fn(args, kwargs):  # every array an argument: remat differentiates them all
+      return layer(*args, is_training=is_training, **kwargs)
     if self._use_remat and is_training:
-      fn = hk.remat(fn)
-    return fn(*args)
+      fn = ops.remat(layer, fn)
+    return fn(args, kwargs)
 
   def _latent_stack(self, h: jax.Array, positions: jax.Array, *,
                     is_training: bool) -> Tuple[jax.Array, list]:
@@ -445,6 +443,3 @@ class PerceiverAR(hk.Module):
         latent_h0=_write(cache.latent_h0, h0, 0),
         window_start=new_start)
 
-
-def num_parameters(params) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
-from perceiver_agents.blocks import layers
+from perceiver_agents.blocks import ops
 
 POSITION_ENCODING_TYPES = ('trainable', 'fourier')
 
@@ -69,8 +69,8 @@ class LazyFourierFeatures:
   slice every leaf of a pytree) expand one chunk at a time and [B, N, C + P] is never
   alive in full. A pytree whose leaves are (features, positions); `shape`, `ndim` and
   `dtype` describe the materialized rows, so shape checks read it like an array.
-  Made by `FourierPositionEncoding.lazy`; consumers call `materialize(x)`, which
-  passes plain arrays through.
+  Made by `FourierPositionEncoding.lazy`; a `protocols.LazyArray`: consumers call
+  `protocols.materialize(x)`, which passes plain arrays through.
   """
 
   def __init__(self, features: jax.Array, positions: jax.Array, *, num_bands: int,
@@ -109,12 +109,6 @@ class LazyFourierFeatures:
   @classmethod
   def tree_unflatten(cls, config, leaves):
     return cls(*leaves, **dict(config))
-
-
-def materialize(x):
-  """`x` itself, or the rows a lazy array (one with a `materialize()` method: a
-  `LazyFourierFeatures`, a `decoders.PaddedQueries`) stands for."""
-  return x.materialize() if hasattr(x, 'materialize') else x
 
 
 def linear_positions(index_dims: Sequence[int],
@@ -161,7 +155,7 @@ class TrainablePositionEncoding(hk.Module):
         init=hk.initializers.TruncatedNormal(stddev=self._init_scale))
     if batch_size is None:
       return embs
-    return layers.broadcast_batch(embs, batch_size)
+    return ops.broadcast_batch(embs, batch_size)
 
 
 class FourierPositionEncoding(hk.Module):
@@ -230,11 +224,11 @@ class PositionEncodingProjector(hk.Module):
                pos: Optional[jax.Array] = None) -> jax.Array:
     """Returns [B, N, output_size]."""
     if pos is not None:  # Positions per example: project each example's own.
-      return layers.Linear(self._output_size)(self._base(batch_size, pos))
+      return ops.Linear(self._output_size)(self._base(batch_size, pos))
     # The default grid is the same for every example: project it once, then broadcast
     # (projecting B copies cost B times the work forward and backward).
-    projected = layers.Linear(self._output_size)(self._base(1))  # [1, N, out]
-    return layers.broadcast_batch(projected[0], batch_size)
+    projected = ops.Linear(self._output_size)(self._base(1))  # [1, N, out]
+    return ops.broadcast_batch(projected[0], batch_size)
 
 
 def build_position_encoding(

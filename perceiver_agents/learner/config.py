@@ -20,6 +20,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.steps = 1000             # Loop steps (micro-batches with accumulation).
   config.train.batch_size = 64          # Global batch, split over the `data` mesh axis.
   config.train.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (params stay float32).
+  # blocks/ops.py's implementation: 'reference' or 'fast'; None: $PERCEIVER_AGENTS_KERNELS,
+  # else 'fast' (perceiver_agents/kernels). Same parameters and values either way.
+  config.train.kernels = None
   config.train.log_every = 50
   config.train.progress_bar = True
 

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from perceiver_agents.kernels import cpu_features
 from perceiver_agents.learner import checkpoint as checkpoint_lib
 from perceiver_agents.learner import data as data_lib
 from perceiver_agents.learner import optim
@@ -70,9 +71,12 @@ def build_programs(task: Any, config: ml_collections.ConfigDict,
   if config.train.steps < 1:
     raise ValueError(f'train.steps must be >= 1, got {config.train.steps}.')
   dtype = update_lib.compute_dtype(config.train.compute_dtype)
+  if config.train.compute_dtype == 'bfloat16':
+    cpu_features.warn_if_bf16_is_slow(jax.default_backend())
   optimizer, schedule = optim.make_optimizer(config, total_steps=config.train.steps)
 
-  init = update_lib.make_init_fn(task.model, optimizer)
+  model = update_lib.with_kernels(task.model, config.train.get('kernels'))
+  init = update_lib.make_init_fn(model, optimizer)
   sample = task.train_batch(0)
   shapes = jax.eval_shape(init, jax.random.PRNGKey(0), sample)
   fsdp = config.mesh.fsdp
@@ -84,9 +88,9 @@ def build_programs(task: Any, config: ml_collections.ConfigDict,
       step=rep, rng=rep)
   data = sharding_lib.batch_sharding(mesh)
 
-  update = update_lib.make_update_fn(task.model, task.loss, task.metrics, optimizer,
+  update = update_lib.make_update_fn(model, task.loss, task.metrics, optimizer,
                                      dtype=dtype)
-  evaluate = update_lib.make_eval_fn(task.model, task.loss, task.metrics, dtype=dtype)
+  evaluate = update_lib.make_eval_fn(model, task.loss, task.metrics, dtype=dtype)
   return Programs(
       mesh=mesh,
       init=jax.jit(init, in_shardings=(rep, data), out_shardings=shardings),

@@ -5,13 +5,14 @@ A task's `loss(outputs, batch)` returns per-example losses [B] and its
 `metrics(outputs, batch)` a dict of per-example values [B]; means are taken here.
 """
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
 
+from perceiver_agents import kernels as kernels_lib
 from perceiver_agents.learner.state import TrainState
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -29,6 +30,25 @@ def cast_floating(tree: Any, dtype: jnp.dtype) -> Any:
   def cast(x):
     return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
   return jax.tree.map(cast, tree)
+
+
+def with_kernels(model: hk.TransformedWithState,
+                 kernels: Optional[str]) -> hk.TransformedWithState:
+  """`model` whose init and apply trace blocks/ops.py's `kernels` implementation
+  ('reference' or 'fast'); None leaves the choice to $PERCEIVER_AGENTS_KERNELS."""
+  if kernels is None:
+    return model
+  kernels_lib.check(kernels, name='train.kernels')
+
+  def init(*args, **kwargs):
+    with kernels_lib.use(kernels):
+      return model.init(*args, **kwargs)
+
+  def apply(*args, **kwargs):
+    with kernels_lib.use(kernels):
+      return model.apply(*args, **kwargs)
+
+  return hk.TransformedWithState(init, apply)
 
 
 def make_init_fn(model: hk.TransformedWithState,

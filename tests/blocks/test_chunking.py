@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import chex
 from perceiver_agents.blocks import chunking
@@ -90,24 +91,28 @@ def _encode(inputs, mask, *, is_training=False, **overrides):
                  input_mask=mask)
 
 
-@pytest.mark.parametrize('option,chunk', [
-    ('cross_attend_chunk_size', 2),      # 6 latents: 3 chunks
-    ('cross_attend_chunk_size', 4),      # 2 overlapping chunks
-    ('cross_attend_kv_chunk_size', 5),   # 10 inputs: 2 chunks
-    ('cross_attend_kv_chunk_size', 3)])  # 4 chunks, the last overlapping
-def test_encoder_cross_attend_chunked_equals_unchunked(option, chunk):
-  inputs = helpers.rand(B, 10, 4, seed=6)
-  mask = np.random.RandomState(7).rand(B, 10) > 0.3
-  mask[1, :] = False  # an example with no valid input at all
-  mask[0, 9] = True
-  plain, params = helpers.init(lambda x, m: _encode(x, m), inputs, mask)
-  chunked = hk.transform(lambda x, m: _encode(x, m, **{option: chunk}))
-  assert _shapes(jax.eval_shape(chunked.init, jax.random.PRNGKey(0), inputs, mask)) \
-      == _shapes(params)
-  np.testing.assert_allclose(jax.jit(chunked.apply)(params, None, inputs, mask),
-                             jax.jit(plain.apply)(params, None, inputs, mask),
-                             # kv chunks: online softmax, equal up to rounding
-                             atol=1e-6 if 'kv' not in option else 1e-5, rtol=1e-5)
+class EncoderCrossAttendChunkingTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(
+      ('cross_attend_chunk_size', 2),      # 6 latents: 3 chunks
+      ('cross_attend_chunk_size', 4),      # 2 overlapping chunks
+      ('cross_attend_kv_chunk_size', 5),   # 10 inputs: 2 chunks
+      ('cross_attend_kv_chunk_size', 3))   # 4 chunks, the last overlapping
+  def test_chunked_equals_unchunked(self, option, chunk):
+    inputs = helpers.rand(B, 10, 4, seed=6)
+    mask = np.random.RandomState(7).rand(B, 10) > 0.3
+    mask[1, :] = False  # an example with no valid input at all
+    mask[0, 9] = True
+    plain, params = helpers.init(lambda x, m: _encode(x, m), inputs, mask)
+    chunked = hk.transform(lambda x, m: _encode(x, m, **{option: chunk}))
+    assert _shapes(jax.eval_shape(chunked.init, jax.random.PRNGKey(0), inputs, mask)) \
+        == _shapes(params)
+    chex.assert_trees_all_close(
+        self.variant(chunked.apply)(params, None, inputs, mask),
+        jax.jit(plain.apply)(params, None, inputs, mask),
+        # kv chunks: online softmax, equal up to rounding
+        atol=1e-6 if 'kv' not in option else 1e-5, rtol=1e-5)
 
 
 def _flow_perceiver(inputs, *, decode_chunk_size=None, **encoder_options):

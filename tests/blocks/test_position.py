@@ -12,6 +12,7 @@ from absl.testing import parameterized
 
 import chex
 from perceiver_agents.blocks import position
+from perceiver_agents.blocks import protocols
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import helpers  # noqa: E402  (tests/helpers.py)
@@ -248,7 +249,7 @@ class LazyFourierFeaturesTest(chex.TestCase):
     features, positions = jax.tree.leaves(lazy)
     chex.assert_shape([features, positions], [(B, 4, 3), (B, 4, 1)])
     assert lazy.shape == (B, 4, 3 + 1 + 2 * 2)
-    assert position.materialize(features) is features  # arrays pass through
+    assert protocols.materialize(features) is features  # arrays pass through
     with pytest.raises(ValueError, match='disagree'):
       hk.transform(lambda x: position.FourierPositionEncoding(
           index_dims=(4,), num_bands=2).lazy(x, pos=np.zeros((B, 5, 1)))).apply(

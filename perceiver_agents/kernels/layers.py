@@ -1,11 +1,11 @@
-"""Dense and LayerNorm layers with hand-written backward passes.
+"""Dense, LayerNorm and batch-broadcast products with hand-written backward passes.
 
-Drop-in subclasses of `hk.Linear` and `hk.LayerNorm`: same module names, parameter
-names, shapes, initialisers and creation order, and the same forward values, so released
-checkpoints load unchanged. Only the gradients are computed differently (same maths):
+Pure functions of arrays (the parameters come from blocks/ops.py's Linear and LayerNorm,
+which keep haiku's module and parameter names). The forward values are those of the
+plain jnp expressions; only the gradients are computed differently (same maths):
 
   Linear     dW = X^T G as one 2-D product over all rows [R, Cin] x [R, Cout] (on CPU
-             through OpenBLAS, blocks/cpu_gemm.py), dX = G W^T. Through autodiff of
+             through OpenBLAS, kernels/cpu_gemm.py), dX = G W^T. Through autodiff of
              `jnp.dot`, XLA:CPU re-derived X inside the backward and fed both operands
              to the weight-gradient dot in transposed layouts.
   LayerNorm  dX = rstd * (G s - mean(G s) - x_hat * mean(G s * x_hat)) from the saved
@@ -16,66 +16,48 @@ checkpoints load unchanged. Only the gradients are computed differently (same ma
 over the batch; on CPU its backward sums the batch as a product with ones, since
 XLA:CPU's bare reduction over a short leading axis ran 30-50x slower than that.
 
-Measured with benchmarks/peer.py (9.9M language config, batch 8 x 512, one core):
-gradient 1.21 -> 1.08 s; the training step moved from 0.89x to 1.02x the speed of
-Hugging Face's PyTorch Perceiver on the same configuration.
+Measured speed-ups: BENCHMARKS.md (benchmarks/peer.py).
 """
 
 import functools
 from typing import Tuple
 
-import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from perceiver_agents.blocks import cpu_gemm
+from perceiver_agents.kernels import cpu_gemm
 
 LAYER_NORM_EPS = 1e-5
 
 
 @jax.custom_vjp
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x [..., Cin] @ w [Cin, Cout] -> [..., Cout]."""
-  return jnp.dot(x, w)
+  """x [..., Cin] @ w [Cin, Cout] -> [..., Cout], in `cpu_gemm.accumulation_dtype`
+  (float32 for bfloat16 operands)."""
+  return _dense_forward(x, w)[0]
 
 
 def _dense_forward(x, w):
-  return jnp.dot(x, w), (x, w)
+  return jnp.dot(x, w, preferred_element_type=cpu_gemm.accumulation_dtype(x, w)), (x, w)
 
 
 def _dense_backward(residuals, g):
   x, w = residuals
+  g = g.astype(x.dtype)  # bfloat16 operands, float32 accumulation
   rows_x = x.reshape(-1, x.shape[-1])  # [R, Cin]
   rows_g = g.reshape(-1, g.shape[-1])  # [R, Cout]
   dw = cpu_gemm.einsum('rk,rn->kn', rows_x, rows_g)  # [Cin, Cout]
-  return jnp.dot(g, w.T), dw.astype(w.dtype)
+  dx = jnp.dot(g, w.T, preferred_element_type=cpu_gemm.accumulation_dtype(g, w))
+  return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 dense.defvjp(_dense_forward, _dense_backward)
 
 
-class Linear(hk.Linear):
-  """`hk.Linear` whose product goes through `dense` (parameters 'w' [Cin, Cout], 'b')."""
-
-  def __call__(self, inputs: jax.Array, *, precision=None) -> jax.Array:
-    if precision is not None:  # `dense` has no precision argument: keep haiku's path.
-      return super().__call__(inputs, precision=precision)
-    if not inputs.shape:
-      raise ValueError('Linear: input must not be scalar.')
-    input_size = self.input_size = inputs.shape[-1]
-    w_init = self.w_init or hk.initializers.TruncatedNormal(
-        stddev=1.0 / input_size ** 0.5)
-    w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype,
-                         init=w_init)
-    out = dense(inputs, w)
-    if self.with_bias:
-      out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
-                                   init=self.b_init)
-    return out
-
-
 def _normalise(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
-  """x [..., C] -> (x_hat [..., C], 1/std [..., 1]) over the last axis."""
+  """x [..., C] -> (x_hat [..., C], 1/std [..., 1]) over the last axis, in float32 for
+  bfloat16 or float16 x."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mean = jnp.mean(x, axis=-1, keepdims=True)
   centred = x - mean
   rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) +
@@ -85,22 +67,28 @@ def _normalise(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 
 @jax.custom_vjp
 def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array) -> jax.Array:
-  """LayerNorm of x [..., C] over C with scale [C] and offset [C] (eps 1e-5)."""
-  return _normalise(x)[0] * scale + offset
+  """LayerNorm of x [..., C] over C with scale [C] and offset [C] (eps 1e-5), in x's
+  dtype; statistics in float32 (also for bfloat16 x)."""
+  return _layer_norm_forward(x, scale, offset)[0]
 
 
 def _layer_norm_forward(x, scale, offset):
   x_hat, rstd = _normalise(x)
-  return x_hat * scale + offset, (x_hat, rstd, scale)
+  out = (x_hat * scale + offset).astype(x.dtype)
+  return out, (x_hat.astype(x.dtype), rstd, scale)  # kept in x's dtype
 
 
 def _layer_norm_backward(residuals, g):
   x_hat, rstd, scale = residuals
+  dtype = g.dtype
+  x_hat = x_hat.astype(rstd.dtype)
+  g = g.astype(rstd.dtype)
   rows = tuple(range(g.ndim - 1))
   g_scaled = g * scale
   dx = rstd * (g_scaled - jnp.mean(g_scaled, axis=-1, keepdims=True) -
                x_hat * jnp.mean(g_scaled * x_hat, axis=-1, keepdims=True))
-  return dx, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)
+  return (dx.astype(dtype), jnp.sum(g * x_hat, axis=rows).astype(scale.dtype),
+          jnp.sum(g, axis=rows).astype(scale.dtype))
 
 
 layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
@@ -124,22 +112,10 @@ def _broadcast_batch_backward(batch_size, _, g):
   # [8, 512, 256]).
   rows = g.reshape(batch_size, -1)
   total = jnp.dot(jnp.ones((batch_size,), g.dtype), rows,
-                  precision=jax.lax.Precision.HIGHEST)
-  return (total.reshape(g.shape[1:]),)
+                  precision=jax.lax.Precision.HIGHEST,
+                  preferred_element_type=jnp.promote_types(g.dtype, jnp.float32))
+  return (total.reshape(g.shape[1:]).astype(g.dtype),)
 
 
 broadcast_batch.defvjp(_broadcast_batch_forward, _broadcast_batch_backward)
 
-
-class LayerNorm(hk.LayerNorm):
-  """`hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)`, eps 1e-5."""
-
-  def __init__(self, name=None):
-    super().__init__(axis=-1, create_scale=True, create_offset=True,
-                     eps=LAYER_NORM_EPS, name=name)
-
-  def __call__(self, inputs: jax.Array) -> jax.Array:
-    shape = inputs.shape[-1:]
-    scale = hk.get_parameter('scale', shape, inputs.dtype, init=self.scale_init)
-    offset = hk.get_parameter('offset', shape, inputs.dtype, init=self.offset_init)
-    return layer_norm(inputs, scale, offset)

@@ -1,4 +1,4 @@
-"""Tests for blocks/cpu_gemm.py: OpenBLAS products against jnp.einsum."""
+"""Tests for kernels/cpu_gemm.py: OpenBLAS products against jnp.einsum."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_agents.blocks import cpu_gemm
+from perceiver_agents.kernels import cpu_gemm
 
 
 def _arrays(*shapes, seed=0):
@@ -74,8 +74,15 @@ def test_falls_back_to_xla():
   assert cpu_gemm._gemm_dims('bqk,bkd->bqd', x, y) is None
   np.testing.assert_allclose(cpu_gemm.einsum('bqk,bkd->bqd', x, y),
                              jnp.einsum('bqk,bkd->bqd', x, y), rtol=1e-6)
-  xb, yb = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)  # not float32
-  assert cpu_gemm.einsum('bqk,bkd->bqd', xb, yb).dtype == jnp.bfloat16
+  # bfloat16 operands: XLA's product, accumulated and returned in float32.
+  xb, yb = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)
+  got = cpu_gemm.einsum('bqk,bkd->bqd', xb, yb)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, jnp.einsum('bqk,bkd->bqd', xb, yb,
+                                             preferred_element_type=jnp.float32),
+                             rtol=1e-6)
+  assert cpu_gemm.accumulation_dtype(xb, yb) == jnp.float32
+  assert cpu_gemm.accumulation_dtype(x, y) == jnp.float32
 
 
 def test_switched_off_by_environment(monkeypatch):
@@ -122,7 +129,7 @@ def test_xla_only_context_restores_the_switch(monkeypatch):
 
 def test_several_devices_keep_xla():
   # The custom call has no sharding rule: with several devices XLA computes the products.
-  code = ('import jax; from perceiver_agents.blocks import cpu_gemm; '
+  code = ('import jax; from perceiver_agents.kernels import cpu_gemm; '
           'assert jax.device_count() == 2; assert not cpu_gemm.enabled(); print("ok")')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              JAX_PLATFORMS='cpu')

@@ -1,4 +1,4 @@
-"""blocks.fusion: an exact identity whose backward keeps XLA from re-fusing residual chains."""
+"""kernels.fusion: an exact identity whose backward keeps XLA from re-fusing residual chains."""
 import re
 
 import haiku as hk
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from perceiver_agents import blocks
-from perceiver_agents.blocks import fusion
+from perceiver_agents.kernels import fusion
 
 
 @pytest.mark.parametrize('jit', [False, True])

@@ -11,9 +11,8 @@ benchmarks/peer.py; `benchmarks/cpu_gemm.py`, table in BENCHMARKS.md):
 
 `einsum` computes such products with OpenBLAS's SGEMM, one matrix (or column block) per
 XLA thread. `einsum_fast_backward` is `jnp.einsum` whose backward products go through
-`einsum`; its forward stays XLA's (as fast there, and fusable: routing it through the
-kernel made the forward 5% slower in a one-off experiment). Train step, same process, kernel on vs off:
-language_small 1.01-1.05x, the published 201M language model 1.04x.
+`einsum`; its forward stays XLA's (as fast there, and fusable into its neighbours).
+The train-step speed-ups are in BENCHMARKS.md.
 
 Only products with one contracted index, one free index per operand and at most two batch
 indices take this path, on the CPU backend in float32; everything else, and every other
@@ -123,7 +122,7 @@ def _load() -> bool:
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.PaStridedGemm),
                                 platform='cpu')
   except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as e:
-    logging.warning('perceiver_agents.blocks.cpu_gemm: OpenBLAS kernel unavailable, '
+    logging.warning('perceiver_agents.kernels.cpu_gemm: OpenBLAS kernel unavailable, '
                     'XLA computes every product (%s)', e)
     return False
   return True
@@ -192,8 +191,21 @@ def _gemm_dims(subscripts: str, x: jax.Array, y: jax.Array):
   return a, b, out_shape, dims
 
 
+def accumulation_dtype(x: jax.Array, y: jax.Array) -> jnp.dtype:
+  """The dtype products of x and y accumulate (and return) in: float32 for bfloat16 or
+  float16 operands (XLA:CPU's fast path for them, AVX-512 BF16 / AMX where present),
+  else their common dtype."""
+  dtype = jnp.result_type(x, y)
+  if dtype in (jnp.bfloat16, jnp.float16):
+    return jnp.dtype(jnp.float32)
+  return dtype
+
+
 def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
   """`jnp.einsum(subscripts, x, y)`; through OpenBLAS on CPU in float32 (see module).
+
+  bfloat16 (or float16) operands are multiplied by XLA with float32 accumulation, and
+  the product is returned in float32 (`accumulation_dtype`).
 
   Args:
     subscripts: 'x,y->out' with one contracted letter, one free letter in each operand
@@ -209,24 +221,29 @@ def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
     call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                             vmap_method='sequential')
     return call(a, b, dims=dims)
-  return jnp.einsum(subscripts, x, y)
+  return jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def einsum_fast_backward(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
-  """`jnp.einsum(subscripts, x, y)` whose two backward products go through `einsum`."""
-  return jnp.einsum(subscripts, x, y)
+  """`jnp.einsum(subscripts, x, y)` whose two backward products go through `einsum`.
+
+  Accumulates (and returns) in `accumulation_dtype(x, y)`: float32 for bfloat16
+  operands, whose backward products take the cotangent in the operands' dtype.
+  """
+  return _forward(subscripts, x, y)[0]
 
 
 def _forward(subscripts, x, y):
-  return jnp.einsum(subscripts, x, y), (x, y)
+  out = jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
+  return out, (x, y)
 
 
 def _backward(subscripts, residuals, g):
   x, y = residuals
   xs, ys, out, *_ = _parse(subscripts)
-  return (einsum(f'{out},{ys}->{xs}', g, y).astype(x.dtype),
-          einsum(f'{xs},{out}->{ys}', x, g).astype(y.dtype))
+  return (einsum(f'{out},{ys}->{xs}', g.astype(y.dtype), y).astype(x.dtype),
+          einsum(f'{xs},{out}->{ys}', x, g.astype(x.dtype)).astype(y.dtype))
 
 
 einsum_fast_backward.defvjp(_forward, _backward)

@@ -1,4 +1,4 @@
-"""Tests of perceiver_agents/host_memory.py, each in a fresh process (its settings are
+"""Tests of perceiver_agents/kernels/host_memory.py, each in a fresh process (its settings are
 process-wide and must come before JAX starts)."""
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from perceiver_agents import host_memory
+from perceiver_agents.kernels import host_memory
 
 _GLIBC = platform.libc_ver()[0] == 'glibc'
 
@@ -16,7 +16,7 @@ _GLIBC = platform.libc_ver()[0] == 'glibc'
 # allocated and freed on every call.
 _PROGRAM = '''
 import json, resource, sys
-from perceiver_agents import host_memory
+from perceiver_agents.kernels import host_memory
 kept = host_memory.keep_freed_memory() if sys.argv[1] == 'keep' else None
 import jax, jax.numpy as jnp
 x = jnp.ones((256, 1024, 64), jnp.float32)
@@ -57,7 +57,7 @@ def test_switched_off_by_the_environment(monkeypatch):
 def test_a_call_after_jax_started_warns():
   done = _run(program=(
       'import jax; jax.devices()\n'
-      'from perceiver_agents import host_memory\n'
+      'from perceiver_agents.kernels import host_memory\n'
       'print(host_memory.keep_freed_memory())\n'))
   assert done.stdout.strip() == 'True'
   assert 'after JAX started its backend' in done.stderr

@@ -1,0 +1,124 @@
+"""The one seam between the blocks and the kernels: every dense layer, LayerNorm,
+attention product, residual boundary and rematerialisation of a block goes through here.
+
+Two implementations (perceiver_agents/kernels/__init__.py says how one is chosen):
+
+  reference  hk.Linear, hk.LayerNorm, jnp.einsum, jnp.broadcast_to, hk.remat and no
+             boundary: the model as written, differentiated by JAX.
+  fast       the same forward values with hand-written backward passes
+             (kernels/layers.py, kernels/cpu_gemm.py), fusion boundaries at the end of
+             each residual block (kernels/fusion.py) and a rematerialisation XLA:CPU
+             honours (kernels/remat.py).
+
+`Linear` and `LayerNorm` are `hk.Linear` and `hk.LayerNorm` (same module and parameter
+names, shapes, initialisers), so a parameter tree does not depend on the implementation.
+"""
+from typing import Any, Callable, Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from perceiver_agents import kernels
+from perceiver_agents.kernels import cpu_gemm
+from perceiver_agents.kernels import fusion
+from perceiver_agents.kernels import layers as kernel_layers
+from perceiver_agents.kernels import remat as kernel_remat
+
+LAYER_NORM_EPS = kernel_layers.LAYER_NORM_EPS
+
+
+def _fast() -> bool:
+  return kernels.current() == 'fast'
+
+
+class Linear(hk.Linear):
+  """`hk.Linear` (parameters 'w' [Cin, Cout], 'b' [Cout]); `fast`: kernels/layers.dense."""
+
+  def __call__(self, inputs: jax.Array, *, precision=None) -> jax.Array:
+    """[..., Cin] -> [..., Cout]."""
+    if not inputs.shape:
+      raise ValueError('Linear: input must not be scalar.')
+    if precision is not None or not _fast():
+      return super().__call__(inputs, precision=precision)
+    input_size = self.input_size = inputs.shape[-1]
+    w_init = self.w_init or hk.initializers.TruncatedNormal(
+        stddev=1.0 / input_size ** 0.5)
+    w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype,
+                         init=w_init)
+    out = kernel_layers.dense(inputs, w)  # float32 accumulation for bfloat16
+    if self.with_bias:
+      out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
+                                   init=self.b_init)
+    return out.astype(inputs.dtype)
+
+
+class LayerNorm(hk.LayerNorm):
+  """`hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)`, eps 1e-5."""
+
+  def __init__(self, name: Optional[str] = None):
+    super().__init__(axis=-1, create_scale=True, create_offset=True,
+                     eps=LAYER_NORM_EPS, name=name)
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:  # pylint: disable=arguments-differ
+    """[..., C] -> [..., C], normalised over C."""
+    if not _fast():
+      return super().__call__(inputs)
+    shape = inputs.shape[-1:]
+    scale = hk.get_parameter('scale', shape, inputs.dtype, init=self.scale_init)
+    offset = hk.get_parameter('offset', shape, inputs.dtype, init=self.offset_init)
+    return kernel_layers.layer_norm(inputs, scale, offset)
+
+
+def linear(output_size: int, *, init_scale: float = 1.0, with_bias: bool = True,
+           name: Optional[str] = None) -> Linear:
+  """A position-wise dense layer (a 1x1 convolution over the index axis)."""
+  return Linear(output_size, with_bias=with_bias,
+                w_init=hk.initializers.VarianceScaling(init_scale), name=name)
+
+
+def layer_norm(x: jax.Array, name: Optional[str] = None) -> jax.Array:
+  """LayerNorm of x [..., C] over C with a learned scale and offset."""
+  return LayerNorm(name=name)(x)
+
+
+def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
+  """Attention's products, e.g. 'bhqd,bhkd->bhqk' (`jnp.einsum`; `fast`: its backward
+  products through kernels/cpu_gemm.py on CPU, and bfloat16 operands accumulated and
+  returned in float32)."""
+  if _fast():
+    return cpu_gemm.einsum_fast_backward(subscripts, x, y)
+  return jnp.einsum(subscripts, x, y)
+
+
+def broadcast_batch(x: jax.Array, batch_size: int) -> jax.Array:
+  """x [...] -> [batch_size, ...], the same array for every example."""
+  if _fast():
+    return kernel_layers.broadcast_batch(x, batch_size)
+  return jnp.broadcast_to(x[None], (batch_size,) + x.shape)
+
+
+def residual_boundary(x: jax.Array) -> jax.Array:
+  """The output x [B, N, C] of a residual block: the identity (`fast`: the backward
+  materialises its cotangent once, kernels/fusion.py)."""
+  if _fast():
+    return fusion.cotangent_boundary(x)
+  return x
+
+
+def remat(module: hk.Module, fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn(*args)`, which calls `module`, recomputed in the backward pass instead of
+  keeping its activations (`hk.remat`; `fast`: kernels/remat.py, which XLA:CPU honours).
+
+  `fn` may read `module`'s parameters and draw RNG keys, but not create Haiku state.
+  """
+  if _fast():
+    return kernel_remat.remat(module, fn)
+  return hk.remat(fn)
+
+
+def dropout(x: jax.Array, rate: float, *, is_training: bool) -> jax.Array:
+  """`hk.dropout` of x at `rate` while training (needs an RNG key then), else x."""
+  if is_training and rate > 0:
+    return hk.dropout(hk.next_rng_key(), rate, x)
+  return x

@@ -1,0 +1,83 @@
+"""bfloat16 compute behind blocks/ops.py ('fast'): every product takes bfloat16 operands
+and accumulates in float32, and the gradients match float32 within bfloat16 tolerance."""
+import re
+
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from perceiver_agents import blocks
+from perceiver_agents import kernels
+from perceiver_agents.learner import update
+
+B, N, M, C = 2, 16, 8, 32
+
+
+def _model():
+  def forward(x):  # [B, N, C] -> [B, M, C]
+    encoder = blocks.PerceiverEncoder(
+        num_self_attends_per_block=2, num_blocks=1, z_index_dim=M, num_z_channels=C,
+        num_self_attend_heads=2, num_cross_attend_heads=1)
+    return encoder(x, encoder.latents(x), is_training=False)
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def _loss(model, dtype, weights):
+  def loss(params, x):
+    out = model.apply(update.cast_floating(params, dtype), x.astype(dtype))
+    return jnp.sum(out.astype(jnp.float32) * weights)
+  return loss
+
+
+def _setup():
+  model = _model()
+  x = jax.random.normal(jax.random.PRNGKey(0), (B, N, C))
+  params = model.init(jax.random.PRNGKey(1), x)
+  weights = jax.random.normal(jax.random.PRNGKey(2), (B, M, C))
+  return model, params, x, weights
+
+
+def test_every_product_accumulates_in_float32():
+  model, params, x, weights = _setup()
+  with kernels.use('fast'):
+    grad = jax.jit(jax.grad(_loss(model, jnp.bfloat16, weights)))
+    hlo = grad.lower(params, x).as_text()  # StableHLO of forward and backward
+  dots = re.findall(r'stablehlo\.dot_general.*?: \((.*?)\) -> (tensor<[^>]*>)', hlo)
+  bf16_dots = [(operands, result) for operands, result in dots if 'bf16' in operands]
+  # Dense layers, QK^T, PV and the backward products of each.
+  assert len(bf16_dots) >= 20, len(bf16_dots)
+  for operands, result in bf16_dots:
+    assert result.endswith('xf32>'), (operands, result)
+    assert 'f32' not in operands, operands  # both operands bfloat16
+  assert all('bf16' in operands for operands, _ in dots), 'a float32 product remained'
+
+
+def test_bfloat16_gradients_match_float32():
+  model, params, x, weights = _setup()
+  with kernels.use('fast'):
+    g32 = jax.jit(jax.grad(_loss(model, jnp.float32, weights)))(params, x)
+    g16 = jax.jit(jax.grad(_loss(model, jnp.bfloat16, weights)))(params, x)
+  chex.assert_trees_all_equal_dtypes(g16, g32)  # float32 master gradients
+  # bfloat16 has an 8-bit mantissa (~0.4% per rounding). Each leaf within 5% of its
+  # norm, or of the largest leaf's (some are zero up to rounding: a key bias, which the
+  # softmax ignores).
+  largest = max(float(jnp.linalg.norm(a)) for a in jax.tree.leaves(g32))
+  for path, a in jax.tree_util.tree_leaves_with_path(g32):
+    b = dict(jax.tree_util.tree_leaves_with_path(g16))[path]
+    error = float(jnp.linalg.norm(b - a))
+    assert error < 0.05 * max(float(jnp.linalg.norm(a)), 0.01 * largest), (
+        jax.tree_util.keystr(path), error, float(jnp.linalg.norm(a)))
+
+
+def test_reference_and_fast_agree_in_bfloat16():
+  model, params, x, _ = _setup()
+  outs = {}
+  for impl in kernels.IMPLEMENTATIONS:
+    with kernels.use(impl):
+      outs[impl] = jax.jit(lambda p, x: model.apply(
+          update.cast_floating(p, jnp.bfloat16), x.astype(jnp.bfloat16)))(params, x)
+  chex.assert_trees_all_equal_dtypes(outs['fast'], outs['reference'])
+  a, b = (np.asarray(outs[k], np.float32) for k in ('reference', 'fast'))
+  assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.03
