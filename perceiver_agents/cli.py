@@ -138,11 +138,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.makedirs(args.workdir, exist_ok=True)
         with open(run_file, 'w') as f:
           json.dump({'task': args.task, 'overrides': overrides}, f, indent=2)
+      if hasattr(task, 'train'):  # A task with its own loop (tasks/smax.py: Anakin).
+        print(json.dumps(task.train(args.workdir)))
+        return 0
       result = learner.train(task, config, args.workdir)
       if result.interrupted_by is not None:
         return 128 + result.interrupted_by
       print(json.dumps({'step': result.step, 'eval': result.eval_metrics}))
     else:
+      if hasattr(task, 'evaluate'):
+        print(json.dumps({'eval': task.evaluate(args.workdir)}))
+        return 0
       step, metrics = learner.evaluate(task, config, args.workdir)
       print(json.dumps({'step': step, 'eval': metrics}))
   except ValueError as e:

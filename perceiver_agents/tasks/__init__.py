@@ -18,6 +18,7 @@ _TASKS = {
     'toy': 'perceiver_agents.tasks.toy',
     'optical_flow': 'perceiver_agents.tasks.optical_flow',
     'imagenet': 'perceiver_agents.tasks.imagenet',
+    'smax': 'perceiver_agents.tasks.smax',
 }
 
 
