@@ -13,6 +13,8 @@
 `train` runs the `smax` task (perceiver_agents/tasks/smax.py) through the Anakin loop with
 `--config.*` overrides passed on, then evaluates `--eval-episodes` fresh episodes (and on
 each `--eval-map`, zero-shot); the JSON holds the per-log curve from metrics.jsonl.
+`collect` (same arguments) writes that JSON from the workdir of a run cut short (its
+latest checkpoint; checkpoints every 10 updates).
 `throughput` compiles first and then times whole updates (128 envs x 128 steps for both,
 the baseline's default); FLOPs per agent step are XLA's cost analysis of one forward pass
 of the acting network on one environment's observation, divided by its allies.
@@ -41,7 +43,7 @@ def _config(args, extra):
   learner.apply_overrides(config, [
       f'env.map={args.map}', f'agent.encoder={args.encoder}', f'seed={args.seed}',
       f'rl.env_steps={int(float(args.env_steps))}', 'train.progress_bar=false',
-      'train.log_every=1', 'checkpoint.every=0'] + list(extra))
+      'train.log_every=1', 'checkpoint.every=10'] + list(extra))
   return config
 
 
@@ -57,28 +59,41 @@ def agent_flops(env, config) -> float:
 
 def train(args, extra):
   config = _config(args, extra)
-  workdir = args.workdir or f'/tmp/smax_bench_{args.map}_{args.encoder}_{args.seed}'
+  workdir = _workdir(args)
   shutil.rmtree(workdir, ignore_errors=True)
   task = smax_task.build(config)
   start = time.perf_counter()
-  result = anakin.train(task.env, config, workdir)
-  wall = time.perf_counter() - start
+  anakin.train(task.env, config, workdir)
+  collect(args, extra, wall=time.perf_counter() - start)
+
+
+def _workdir(args):
+  return args.workdir or f'/tmp/smax_bench_{args.map}_{args.encoder}_{args.seed}'
+
+
+def collect(args, extra, wall=None):
+  """The result JSON from a (possibly cut short) run's workdir: curve, eval, FLOPs."""
+  config = _config(args, extra)
+  workdir = _workdir(args)
+  records = [r for r in metrics_lib.read_metrics(workdir) if r['split'] == 'train']
   curve = [{k: r[k] for k in ('env_steps', 'win_rate', 'episode_return', 'env_steps_per_s')
-            if k in r} for r in metrics_lib.read_metrics(workdir) if r['split'] == 'train']
+            if k in r} for r in records]
   evals = {}
   for name in [''] + list(args.eval_map):
     config.eval.map = name
     config.eval.episodes = args.eval_episodes
     evals[name or args.map] = smax_task.AnakinTask(config).evaluate(workdir)
+  step = evals[args.map]['step']
+  first_map = args.map.split('+')[0]
   out = {'map': args.map, 'encoder': args.encoder, 'view': config.agent.view,
-         'seed': args.seed, 'overrides': list(extra), 'env_steps': result.env_steps,
-         'updates': result.step, 'train_seconds': result.seconds,
+         'seed': args.seed, 'overrides': list(extra), 'updates_checkpointed': step,
+         'env_steps': curve[-1]['env_steps'] if curve else 0,
+         'env_steps_budget': int(float(args.env_steps)),
+         'train_seconds': sum(config.rl.num_envs * config.rl.unroll_length /
+                              c['env_steps_per_s'] for c in curve[1:]),
          'wall_seconds_with_compile': wall, 'curve': curve, 'eval': evals,
-         'flops_per_agent_step': agent_flops(task.env if '+' not in args.map else
-                                             smax_task.make_env(config, args.map.split('+')[0]),
-                                             config)
-         if '+' not in args.map else None,
-         'final_train_metrics': result.metrics}
+         'flops_per_agent_step': agent_flops(smax_task.make_env(config, first_map), config),
+         'last_train_metrics': records[-1] if records else None}
   _write(args.out, out)
   print(json.dumps({k: out[k] for k in ('map', 'encoder', 'env_steps', 'train_seconds',
                                         'eval', 'flops_per_agent_step')}))
@@ -179,7 +194,7 @@ def _write(path, obj):
 def main():
   parser = argparse.ArgumentParser()
   sub = parser.add_subparsers(dest='command', required=True)
-  t = sub.add_parser('train')
+  t = sub.add_parser('train', aliases=['collect'])
   t.add_argument('--map', default='3m')
   t.add_argument('--encoder', default='perceiver_io')
   t.add_argument('--env-steps', default='2e6')
@@ -202,7 +217,8 @@ def main():
   p.add_argument('--out', required=True)
   args, extra = parser.parse_known_args()
   extra = [e[len('--config.'):] for e in extra if e.startswith('--config.')]
-  {'train': train, 'throughput': throughput, 'plot': plot}[args.command](args, extra)
+  {'train': train, 'collect': collect, 'throughput': throughput,
+   'plot': plot}[args.command](args, extra)
 
 
 if __name__ == '__main__':
