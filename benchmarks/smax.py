@@ -9,6 +9,7 @@
     flock /tmp/perceiver_bench.lock python benchmarks/smax.py throughput --map 3m \
         --jaxmarl-src /tmp/jaxmarl_src --updates 3 --out benchmarks/results/smax_throughput_3m.json
     python benchmarks/smax.py plot benchmarks/results/smax_*.json --out benchmarks/results/smax_curves.png
+    python benchmarks/smax.py table benchmarks/results/smax_*.json    # BENCHMARKS.md rows
 
 `train` runs the `smax` task (perceiver_agents/tasks/smax.py) through the Anakin loop with
 `--config.*` overrides passed on, then evaluates `--eval-episodes` fresh episodes (and on
@@ -171,7 +172,7 @@ def plot(args, extra):
         xs = [p['env_steps'] for p in c]
       else:
         label, xs = 'JaxMARL IPPO (GRU)', [p['env_step'] for p in c]
-      ys = np.asarray([p['win_rate'] for p in c], float)
+      ys = np.asarray([p.get('win_rate', np.nan) for p in c], float)
       k = max(1, len(ys) // 30)  # Light smoothing: a running mean over ~3% of the run.
       ys = np.convolve(np.nan_to_num(ys), np.ones(k) / k, mode='same')
       ax.plot(np.asarray(xs) / 1e6, ys, label=label)
@@ -183,6 +184,33 @@ def plot(args, extra):
   fig.tight_layout()
   fig.savefig(args.out, dpi=110)
   print(args.out)
+
+
+def _win_at(curve, steps, key, window=5):
+  """Mean training win rate over the last `window` logged updates up to `steps`."""
+  points = [c for c in curve if c[key] <= steps + 1 and 'win_rate' in c
+            and np.isfinite(c['win_rate'])]
+  return float(np.mean([c['win_rate'] for c in points[-window:]])) if points else float('nan')
+
+
+def table(args, extra):
+  """Markdown rows: win rate at the same env steps for the baseline and each of our runs."""
+  del extra
+  runs = [json.load(open(p)) for p in args.files]
+  print('| map | agent | env steps (budget) | train win rate at those steps, ours | '
+        'baseline at the same steps | eval win rate (episodes) | FLOPs / agent step |')
+  print('|---|---|---|---|---|---|---|')
+  for r in runs:
+    if 'encoder' not in r:
+      continue
+    base = [b for b in runs if 'encoder' not in b and b.get('map') == r['map'] and 'curve' in b]
+    steps = r['env_steps']
+    ours = _win_at(r['curve'], steps, 'env_steps')
+    theirs = _win_at(base[0]['curve'], steps, 'env_step') if base else float('nan')
+    ev = r['eval'][r['map']]
+    print(f"| {r['map']} | {r['encoder']} ({r['view']}) | {steps:,.0f} "
+          f"({r['env_steps_budget']:,.0f}) | {ours:.2f} | {theirs:.2f} | "
+          f"{ev['win_rate']:.2f} ({ev['episodes']}) | {r['flops_per_agent_step']:,.0f} |")
 
 
 def _write(path, obj):
@@ -212,12 +240,14 @@ def main():
   s.add_argument('--env-steps', default='2e6')
   s.add_argument('--encoder', default='perceiver_io')
   s.add_argument('--out', required=True)
+  tb = sub.add_parser('table')
+  tb.add_argument('files', nargs='+')
   p = sub.add_parser('plot')
   p.add_argument('files', nargs='+')
   p.add_argument('--out', required=True)
   args, extra = parser.parse_known_args()
   extra = [e[len('--config.'):] for e in extra if e.startswith('--config.')]
-  {'train': train, 'collect': collect, 'throughput': throughput,
+  {'train': train, 'collect': collect, 'throughput': throughput, 'table': table,
    'plot': plot}[args.command](args, extra)
 
 
