@@ -174,7 +174,9 @@ def plot(args, extra):
         label, xs = 'JaxMARL IPPO (GRU)', [p['env_step'] for p in c]
       ys = np.asarray([p.get('win_rate', np.nan) for p in c], float)
       k = max(1, len(ys) // 30)  # Light smoothing: a running mean over ~3% of the run.
-      ys = np.convolve(np.nan_to_num(ys), np.ones(k) / k, mode='same')
+      valid = np.isfinite(ys).astype(float)
+      ys = (np.convolve(np.nan_to_num(ys), np.ones(k), mode='same') /
+            np.maximum(np.convolve(valid, np.ones(k), mode='same'), 1))
       ax.plot(np.asarray(xs) / 1e6, ys, label=label)
     ax.set_title(f'SMAX {name}')
     ax.set_xlabel('environment steps (M)')
