@@ -167,11 +167,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     task = module.build(config)
     if args.command == 'train':
+      if hasattr(task, 'train'):  # A task with its own loop (tasks/smax.py: Anakin).
+        print(json.dumps(task.train(args.workdir, on_ready=record)))
+        return 0
       result = learner.train(task, config, args.workdir, on_ready=record)
       if result.interrupted_by is not None:
         return 128 + result.interrupted_by
       print(json.dumps({'step': result.step, 'eval': result.eval_metrics}))
     else:
+      if hasattr(task, 'evaluate'):
+        print(json.dumps({'eval': task.evaluate(args.workdir)}))
+        return 0
       step, metrics = learner.evaluate(task, config, args.workdir)
       print(f'perceiver-agents: evaluated checkpoint {step} of {args.workdir}',
             file=sys.stderr)

@@ -170,7 +170,7 @@ def _first_nonfinite(pending: list) -> Optional[tuple]:
   return None
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
   print(f'perceiver-agents: warning: {message}', file=sys.stderr, flush=True)
 
 
@@ -183,7 +183,7 @@ def restore_latest(checkpoints: checkpoint_lib.Checkpointer, programs: Programs,
   """
   return checkpoints.restore_latest(
       checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
-      warn=_warn, quarantine=quarantine)
+      warn=warn, quarantine=quarantine)
 
 
 def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,

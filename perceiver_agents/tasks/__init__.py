@@ -20,6 +20,7 @@ _TASKS = {
     'mlm': 'perceiver_agents.tasks.mlm',
     'optical_flow': 'perceiver_agents.tasks.optical_flow',
     'imagenet': 'perceiver_agents.tasks.imagenet',
+    'smax': 'perceiver_agents.tasks.smax',
 }
 
 
