@@ -80,11 +80,12 @@ def collect(args, extra, wall=None):
   curve = [{k: r[k] for k in ('env_steps', 'win_rate', 'episode_return', 'env_steps_per_s')
             if k in r} for r in records]
   evals = {}
-  for name in [''] + list(args.eval_map):
+  # A mixture is evaluated map by map (--eval-map), each padded like the mixture.
+  for name in ([''] if '+' not in args.map else []) + list(args.eval_map):
     config.eval.map = name
     config.eval.episodes = args.eval_episodes
     evals[name or args.map] = smax_task.AnakinTask(config).evaluate(workdir)
-  step = evals[args.map]['step']
+  step = next(iter(evals.values()))['step'] if evals else None
   first_map = args.map.split('+')[0]
   out = {'map': args.map, 'encoder': args.encoder, 'view': config.agent.view,
          'seed': args.seed, 'overrides': list(extra), 'updates_checkpointed': step,
@@ -209,7 +210,7 @@ def table(args, extra):
     steps = r['env_steps']
     ours = _win_at(r['curve'], steps, 'env_steps')
     theirs = _win_at(base[0]['curve'], steps, 'env_step') if base else float('nan')
-    ev = r['eval'][r['map']]
+    ev = r['eval'].get(r['map'], {'win_rate': float('nan'), 'episodes': 0})
     print(f"| {r['map']} | {r['encoder']} ({r['view']}) | {steps:,.0f} "
           f"({r['env_steps_budget']:,.0f}) | {ours:.2f} | {theirs:.2f} | "
           f"{ev['win_rate']:.2f} ({ev['episodes']}) | {r['flops_per_agent_step']:,.0f} |")
