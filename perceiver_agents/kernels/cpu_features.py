@@ -2,8 +2,7 @@
 `train.compute_dtype=bfloat16`.
 
 With them, XLA:CPU multiplies bfloat16 operands with float32 accumulation about twice as
-fast as float32 (blocks/ops.py asks for exactly that product), so bfloat16 compute is the
-fast CPU mode. Without them XLA emulates bfloat16 products in float32 plus conversions,
+fast as float32 (blocks/ops.py asks for exactly that product). Without them XLA emulates bfloat16 products in float32 plus conversions,
 and bfloat16 compute is slower than float32: `warn_if_bf16_is_slow` says so.
 """
 import functools
