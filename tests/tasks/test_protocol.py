@@ -29,7 +29,7 @@ def test_task_module_follows_the_protocol(name):
     if hasattr(module, attr):
       assert isinstance(module, protocol), (name, attr)
       assert list(inspect.signature(getattr(module, attr)).parameters)[0] in (
-          'config', 'argv', 'args'), (name, attr)
+          'config', 'command'), (name, attr)
 
 
 def test_task_commands_are_the_protocols_optional_members():
