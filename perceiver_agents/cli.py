@@ -25,19 +25,14 @@ from perceiver_agents import tasks
 
 def _split_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> List[str]:
   """'--config.a.b=v' and '--config.a.b v' -> ['a.b=v', ...]; anything else is an error."""
-  overrides, i = [], 0
-  while i < len(extra):
-    arg = extra[i]
-    if not arg.startswith('--config.'):
-      parser.error(f'unrecognized argument: {arg}')
-    item = arg[len('--config.'):]
-    if '=' not in item:
-      if i + 1 >= len(extra):
-        parser.error(f'{arg}: expected --config.FIELD=VALUE')
-      item, i = f'{item}={extra[i + 1]}', i + 1
-    overrides.append(item)
-    i += 1
-  return overrides
+  try:
+    parsed = parse_task_command(extra)
+  except ValueError as e:
+    parser.error(f'{e} Use --config.FIELD=VALUE.')
+  if parsed.checkpoint or parsed.args:
+    stray = parsed.args[0] if parsed.args else '--checkpoint'
+    parser.error(f'unrecognized argument: {stray}')
+  return list(parsed.overrides)
 
 
 def _parser() -> argparse.ArgumentParser:

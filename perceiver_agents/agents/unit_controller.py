@@ -37,25 +37,19 @@ from perceiver_agents.agents.heads import mask_logits
 NUM_MOVES = 5  # Move north, east, south, west; stop.
 
 
-class PerceiverIOUnitEncoder(hk.Module):
+class PerceiverIOUnitEncoder(encoders_lib.PerceiverIOEntityEncoder):
   """Units cross-attended into M latents; decoded with one query per unit (the unit's own
   embedding) and a learned summary query. The entity-encoder contract of
-  agents/encoders.py: embedding [B, D] (the summary query's output), features [B, N, E]."""
+  agents/encoders.py: embedding [B, D] (the summary query's output), features [B, N, E].
+  The same encoder as PerceiverIOEntityEncoder; only the decoding differs."""
 
   def __init__(self, *, output_size: int, entity_size: int, num_latents: int = 16,
                num_channels: int = 64, num_self_attends: int = 1, num_heads: int = 4,
                widening_factor: int = 2, name: Optional[str] = None):
-    super().__init__(name=name)
-    self._output_size = output_size
-    self._entity_size = entity_size
-    self._num_channels = num_channels
-    self._widening_factor = widening_factor
-    self._encoder = blocks.PerceiverEncoder(
-        num_self_attends_per_block=num_self_attends, num_blocks=1,
-        z_index_dim=num_latents, num_z_channels=num_channels,
-        num_cross_attend_heads=1, num_self_attend_heads=num_heads,
-        cross_attend_widening_factor=widening_factor,
-        self_attend_widening_factor=widening_factor)
+    super().__init__(output_size=output_size, entity_size=entity_size,
+                     num_latents=num_latents, num_channels=num_channels,
+                     num_self_attends=num_self_attends, num_heads=num_heads,
+                     widening_factor=widening_factor, name=name)
 
   def __call__(self, entities: jax.Array, mask: jax.Array, *,
                is_training: bool) -> encoders_lib.EncoderOutput:

@@ -171,6 +171,7 @@ def _first_nonfinite(pending: list) -> Optional[tuple]:
 
 
 def warn(message: str) -> None:
+  """One warning line on stderr (damaged checkpoints skipped, and the like)."""
   print(f'perceiver-agents: warning: {message}', file=sys.stderr, flush=True)
 
 

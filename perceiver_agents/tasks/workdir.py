@@ -26,7 +26,7 @@ from perceiver_agents.learner import optim
 from perceiver_agents.learner import sharding as sharding_lib
 from perceiver_agents.learner import update as update_lib
 from perceiver_agents.learner.config import apply_overrides
-from perceiver_agents.learner.loop import CHECKPOINT_DIR
+from perceiver_agents.learner.loop import CHECKPOINT_DIR, warn
 from perceiver_agents.tasks import pretrained
 
 RUN_FILE = 'run.json'  # The run record: see read_run / record_run.
@@ -160,10 +160,6 @@ def restore(model: hk.TransformedWithState, config: ml_collections.ConfigDict,
   print(f'perceiver-agents: using checkpoint {step} of {checkpoints.directory}',
         file=sys.stderr)
   return ts.params, ts.state
-
-
-def warn(message: str) -> None:
-  print(f'perceiver-agents: warning: {message}', file=sys.stderr, flush=True)
 
 
 def load_for_predict(module: Any, task: str, checkpoint: str, overrides: Sequence[str],
