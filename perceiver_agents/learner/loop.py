@@ -170,6 +170,16 @@ def _first_nonfinite(pending: list) -> Optional[tuple]:
   return None
 
 
+def open_outputs(workdir: str, config: ml_collections.ConfigDict) -> Optional[MetricsWriter]:
+  """On the chief process: writes workdir/config.json and returns the metrics writer
+  (metrics.jsonl + TensorBoard); None on the other processes."""
+  if jax.process_index() != 0:
+    return None
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  return MetricsWriter(workdir)
+
+
 def warn(message: str) -> None:
   """One warning line on stderr (damaged checkpoints skipped, and the like)."""
   print(f'perceiver-agents: warning: {message}', file=sys.stderr, flush=True)
@@ -226,10 +236,7 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
   step = 0 if latest is None else latest
   if on_ready is not None:
     on_ready(latest)
-  writer = MetricsWriter(workdir) if is_chief else None
-  if is_chief:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  writer = open_outputs(workdir, config)
 
   log_every, eval_every = config.train.log_every, config.eval.every
   ckpt_every, batch_size = config.checkpoint.every, config.train.batch_size

@@ -38,7 +38,6 @@ from perceiver_agents.learner import checkpoint as checkpoint_lib
 from perceiver_agents.learner import loop as learner_loop
 from perceiver_agents.learner import optim
 from perceiver_agents.learner import sharding as sharding_lib
-from perceiver_agents.learner.metrics import MetricsWriter
 from perceiver_agents.learner.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -261,10 +260,7 @@ def train(env, config: ml_collections.ConfigDict, workdir: str, *,
     step = latest
   if on_ready is not None:
     on_ready(latest)
-  writer = MetricsWriter(workdir) if is_chief else None
-  if is_chief:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  writer = learner_loop.open_outputs(workdir, config)
   per_update = programs.env_steps_per_update
   bar = tqdm.tqdm(total=total, initial=step, unit='update', dynamic_ncols=True,
                   disable=not (is_chief and config.train.progress_bar))
