@@ -67,11 +67,10 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
       kernel); 'cudnn' (the same, forcing cuDNN's fused flash attention: GPU,
       float16/bfloat16, head width a multiple of 8 up to 128, 256 on Hopper); 'auto'
       is 'cudnn' on a GPU in half precision where cuDNN takes the call (JAX checks
-      its conditions when tracing; otherwise 'xla'), else 'xla'. Measured on an H100
-      with masks in bfloat16 (benchmarks/attention_kernels.py, BENCHMARKS.md): cuDNN
-      ran forward 1.9-2.3x and forward+backward 1.6-2.0x faster than the XLA path,
-      JAX's own pick 0.6-0.8x; in float32 and on XLA:CPU the XLA path was the
-      fastest. The last three need Dqk == Dv and no dropout.
+      its conditions when tracing; otherwise 'xla'), else 'xla': cuDNN is the fastest
+      in half precision on a GPU, the XLA path in float32 and on CPU (measured by
+      benchmarks/attention_kernels.py, BENCHMARKS.md). The last three need
+      Dqk == Dv and no dropout.
   Returns:
     [B, Q, H * Dv]. Query rows whose keys are all masked are exactly zero, whichever
     implementation runs.
@@ -92,8 +91,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
                        f'(got {dropout_prob}).')
     return _fused(q, k, v, attention_mask, implementation)
   # Heads-major operands make both products plain batched matmuls over [B, H]; with
-  # the head axis in the middle XLA:CPU transposed inside every dot (5x slower forward
-  # on the language model's cross-attention, benchmarks/peer.py).
+  # the head axis in the middle XLA:CPU transposed inside every dot.
   q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, Q|K, D]
   logits = ops.einsum('bhqd,bhkd->bhqk', q * (1.0 / math.sqrt(qk_dim)), k)
   if attention_mask is not None:
