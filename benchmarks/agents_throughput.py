@@ -3,7 +3,7 @@
     flock /tmp/perceiver_bench.lock .venv/bin/python benchmarks/agents_throughput.py \
         throughput [--envs catch,entity_micro] [--steps 12] [--actors 1,2,4]
     flock /tmp/perceiver_bench.lock .venv/bin/python benchmarks/agents_throughput.py \
-        learning [--runs catch,entity_micro] [--backend ray --num_actors 4]
+        learning [--runs catch,entity_micro] [--backend ray --num_actors 4] [--seeds 0,1,2]
     flock /tmp/perceiver_bench.lock .venv/bin/python benchmarks/agents_throughput.py fault
 
 throughput: for each environment, trains `--steps` updates with inline (1 actor), then
@@ -18,7 +18,8 @@ throughput: for each environment, trains `--steps` updates with inline (1 actor)
   env_step_delay_ms=20, standing in for a game engine such as StarCraft II.
 learning: catch for 300 updates (BENCHMARKS.md's agents_catch row) and entity_micro with
   the Perceiver IO encoder for 3000 updates (the agents_entity row), on --backend with
-  --num_actors actors: the mean return of the last 100 episodes, policy lag and rho.
+  --num_actors actors, for each of --seeds: the mean return of the last 100 episodes,
+  policy lag and rho.
 fault: catch on ray with 2 actors for --steps updates; a thread SIGKILLs actor 0's
   process after update 3; the run must finish and log a restart. Then the same run as
   a `perceiver-agents train agent` process, SIGKILLed once its step-4 checkpoint is
@@ -29,6 +30,7 @@ a markdown table.
 """
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -119,16 +121,18 @@ def throughput(args) -> list:
 
 def learning(args) -> list:
   rows = []
-  for env in args.runs.split(','):
+  for env, seed in itertools.product(args.runs.split(','),
+                                     map(int, args.seeds.split(','))):
     base, _ = ENVS[env]
     steps = args.steps or LEARNING_STEPS[env]
     config = make_config(base, f'train.steps={steps}', 'train.log_every=10',
                          f'actors.backend={args.backend}',
-                         f'actors.num_actors={args.num_actors}')
-    result, records, wall, _ = train(config, f'learning_{env}')
+                         f'actors.num_actors={args.num_actors}', f'seed={seed}')
+    result, records, wall, _ = train(config, f'learning_{env}_{args.backend}_{seed}')
     m = result.train_metrics
     lags = [r['policy_lag_mean'] for r in records]
-    rows.append({'env': env, 'backend': args.backend, 'num_actors': args.num_actors,
+    rows.append({'env': env, 'seed': seed, 'backend': args.backend,
+                 'num_actors': args.num_actors,
                  'updates': result.step, 'mean_return_last_100': m['episode_return'],
                  'episodes': m['episodes'], 'env_steps': m['env_steps'],
                  'policy_lag_mean': sum(lags) / len(lags),
@@ -226,6 +230,7 @@ def main():
   parser.add_argument('--runs', default='catch,entity_micro')
   parser.add_argument('--backend', default='ray')
   parser.add_argument('--num_actors', type=int, default=4)
+  parser.add_argument('--seeds', default='0', help='learning: comma-separated seeds')
   parser.add_argument('--out', default='benchmarks/results')
   args = parser.parse_args()
   if args.mode == 'throughput':
@@ -242,7 +247,9 @@ def main():
              logging_level='WARNING')
   rows = {'throughput': throughput, 'learning': learning, 'fault': fault}[args.mode](args)
   os.makedirs(args.out, exist_ok=True)
-  name = args.mode + ('_' + args.runs.replace(',', '_') if args.mode == 'learning' else '')
+  name = args.mode + ('_' + '_'.join([args.runs.replace(',', '_'), args.backend,
+                                      'seeds' + args.seeds.replace(',', '')])
+                      if args.mode == 'learning' else '')
   with open(os.path.join(args.out, f'agents_throughput_{name}.json'), 'w') as f:
     json.dump({'command': ' '.join(['benchmarks/agents_throughput.py'] + sys.argv[1:]),
                'cpus': os.cpu_count(), 'load_average_at_end': os.getloadavg(),

@@ -36,6 +36,9 @@ from perceiver_agents.learner.metrics import MetricsWriter
 from perceiver_agents.learner.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
+# Updates dispatched ahead of the newest computed one. One keeps the device busy while the
+# host fetches the next batch; more only delays what actors and logs see (policy lag).
+MAX_IN_FLIGHT = 1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -304,9 +307,13 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
         publish(ts.params, step)
       # A batch once fetched is trained on (a stop signal during its fetch included).
       batch = prefetcher.fetch() if step < total and stop.received is None else None
+      in_flight = []
       while batch is not None:
         ts, scalars = programs.update(ts, batch)
         pending.append((step, scalars))
+        in_flight.append(scalars)
+        if len(in_flight) > MAX_IN_FLIGHT:
+          jax.block_until_ready(in_flight.pop(0))
         step += 1
         if publish is not None:
           publish(ts.params, step)

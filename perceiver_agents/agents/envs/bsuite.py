@@ -7,6 +7,7 @@ given as an entity set instead: one entity per non-zero cell, features
 to H * W with 'entity_mask'.
 """
 
+import functools
 from typing import Mapping
 
 import dm_env
@@ -35,20 +36,29 @@ def to_agent_observation(obs: np.ndarray, key: str) -> dict:
   return {key: obs}
 
 
+@functools.lru_cache(maxsize=16)
+def _cell_features(height: int, width: int, num_bands: int) -> np.ndarray:
+  """[H * W, 2 + 4K]: every cell's position in [-1, 1] and its Fourier features."""
+  rows, cols = np.divmod(np.arange(height * width), width)
+  pos = np.stack([2 * rows / max(1, height - 1) - 1,
+                  2 * cols / max(1, width - 1) - 1], axis=-1)             # [HW, 2]
+  bands = [np.linspace(1.0, size / 2, num_bands) for size in (height, width)]
+  angles = np.concatenate([np.pi * pos[:, d:d + 1] * bands[d][None] for d in range(2)],
+                          axis=-1)                                        # [HW, 2K]
+  features = np.concatenate([pos, np.sin(angles), np.cos(angles)], axis=-1)
+  features = features.astype(np.float32)
+  features.flags.writeable = False   # Shared by every call (cached).
+  return features
+
+
 def board_entities(board: np.ndarray, *, num_bands: int = NUM_BANDS) -> dict:
   """A 2-D board [H, W] as entities [H * W, F] + entity_mask [H * W] (see module doc)."""
   height, width = board.shape
-  rows, cols = np.nonzero(board)
-  pos = np.stack([2 * rows / max(1, height - 1) - 1,
-                  2 * cols / max(1, width - 1) - 1], axis=-1)             # [n, 2]
-  bands = [np.linspace(1.0, size / 2, num_bands) for size in (height, width)]
-  angles = np.concatenate([np.pi * pos[:, d:d + 1] * bands[d][None] for d in range(2)],
-                          axis=-1)                                        # [n, 2K]
-  features = np.concatenate([board[rows, cols][:, None], pos, np.sin(angles),
-                             np.cos(angles)], axis=-1)
+  cells = np.flatnonzero(board)
   entities = np.zeros([height * width, entity_features(num_bands)], np.float32)
-  entities[:len(rows)] = features
-  return {'entities': entities, 'entity_mask': np.arange(height * width) < len(rows)}
+  entities[:len(cells), 0] = board.reshape(-1)[cells]
+  entities[:len(cells), 1:] = _cell_features(height, width, num_bands)[cells]
+  return {'entities': entities, 'entity_mask': np.arange(height * width) < len(cells)}
 
 
 def entity_features(num_bands: int = NUM_BANDS) -> int:

@@ -97,9 +97,9 @@ class Actor:
 
   def _act(self, params, first):
     obs = _stack([ts.observation for ts in self._timesteps])
-    keys = np.asarray(jax.random.split(self._rng))
-    self._rng, key = keys[0], keys[1]
-    return obs, jax.device_get(self._policy(params, key, obs, first, self._state))
+    action, logp, state, self._rng = jax.device_get(
+        self._policy(params, self._rng, obs, first, self._state))
+    return obs, (action, logp, state)
 
   def unroll(self, params: Any, version: int) -> tuple[dict, UnrollStats]:
     """Trajectories [E, T + 1, ...] acted with `params` (learner update `version`)."""

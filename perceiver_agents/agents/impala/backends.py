@@ -34,6 +34,8 @@ from perceiver_agents.agents.impala.acting import Actor, UnrollStats
 
 RETURN_WINDOW = 100   # Episodes averaged in 'episode_return' and 'episode_length'.
 POLL_S = 0.2         # How often blocked threads look at the stop flag.
+MAX_PENDING = 8      # Published versions kept while their copies compute (the learner
+                     # dispatches updates ahead of their computation).
 
 log = logging.getLogger('perceiver_agents.agents.impala')
 
@@ -45,32 +47,55 @@ class ActorFailure(RuntimeError):
 
 
 class ParameterSource:
-  """The newest (parameters, version) the learner published; thread-safe.
+  """The parameters the learner published, by version; thread-safe.
 
   `version` is the number of updates applied to the parameters. The learner's parameter
-  buffers are donated to its next update, so `publish` keeps its own copy (on device,
-  dispatched asynchronously: it does not wait for the update to finish).
+  buffers are donated to its next update, so `publish` keeps its own copy, dispatched
+  asynchronously: it does not wait for the update to finish. `latest()` hands out the
+  newest version whose copy is computed, so an actor never waits for the update in
+  flight and acting overlaps learning (a policy lag of about one update, which V-trace
+  corrects); `latest(newest=True)` waits for the newest published version instead (the
+  inline backend: no lag, deterministic).
   """
 
   def __init__(self):
     self._cond = threading.Condition()
-    self._params, self._version = None, -1
+    self._ready = None       # (params, version), computed.
+    self._pending = []       # Newer (params, version), oldest first; maybe in flight.
     self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
   def publish(self, params: Any, version: int) -> None:
     params = self._copy(params)
     with self._cond:
-      self._params, self._version = params, int(version)
+      self._pending.append((params, int(version)))
+      del self._pending[:-MAX_PENDING]
       self._cond.notify_all()
 
-  def latest(self, stop: Optional[threading.Event] = None) -> tuple[Any, int]:
-    """Blocks until something is published (or `stop` is set: then (None, -1))."""
+  def _promote(self) -> None:
+    """Under the lock: the newest computed pending version becomes the ready one."""
+    for i in reversed(range(len(self._pending))):
+      if all(leaf.is_ready() for leaf in jax.tree.leaves(self._pending[i][0])):
+        self._ready = self._pending[i]
+        del self._pending[:i + 1]
+        return
+
+  def latest(self, stop: Optional[threading.Event] = None, *,
+             newest: bool = False) -> tuple[Any, int]:
+    """(params, version); blocks until something is published (or `stop` is set: then
+    (None, -1)). Without `newest`, only the first call of a run waits for a copy."""
     with self._cond:
-      while self._params is None:
+      while self._ready is None and not self._pending:
         if stop is not None and stop.is_set():
           return None, -1
         self._cond.wait(POLL_S)
-      return self._params, self._version
+      self._promote()
+      if self._ready is not None and not (newest and self._pending):
+        return self._ready
+      wanted = self._pending[-1] if newest else self._pending[0]
+    jax.block_until_ready(wanted[0])
+    with self._cond:
+      self._promote()
+    return wanted
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
@@ -126,7 +151,7 @@ class InlineActors:
     i = self._next
     self._next = (i + 1) % len(self._actors)
     while True:
-      params, version = self._source.latest()
+      params, version = self._source.latest(newest=True)
       try:
         return self._actors[i].unroll(params, version)
       except Exception as e:  # pylint: disable=broad-except

@@ -49,9 +49,12 @@ def make_policy(nets: ImpalaNetworks, env_spec: EnvSpec) -> Callable[..., Any]:
   """The actors' jitted policy step.
 
   policy(params, key, observation {k: [E, ...]}, first bool [E], core_state) ->
-    (action {k: int32 [E]}, behaviour log-probability f32 [E], next core_state).
+    (action {k: int32 [E]}, behaviour log-probability f32 [E], next core_state, next key).
+  The key is split inside the step (one dispatch per step, not two).
   """
   def act(params, key, observation, first, state):
+    next_key, key = jax.random.split(key)
     out, state = nets.step.apply(params, key, observation, first, state)
-    return out.action, heads_lib.log_prob(env_spec.action, out.logits, out.action), state
+    logp = heads_lib.log_prob(env_spec.action, out.logits, out.action)
+    return out.action, logp, state, next_key
   return jax.jit(act)

@@ -131,3 +131,35 @@ def test_failed_actors_are_restarted_with_fresh_envs_then_the_run_stops(
         next(iterator)
   finally:
     iterator.close()
+
+
+class _Leaf:
+  """A parameter leaf whose computation finishes when the test says so."""
+
+  def __init__(self):
+    self.ready = False
+    self.waited = False
+
+  def is_ready(self):
+    return self.ready
+
+  def block_until_ready(self):
+    self.waited = True
+    self.ready = True
+    return self
+
+
+def test_parameter_source_hands_out_the_newest_computed_version_without_waiting():
+  source = backends.ParameterSource()
+  source._copy = lambda tree: tree  # pylint: disable=protected-access
+  v0, v1, v2 = _Leaf(), _Leaf(), _Leaf()
+  source.publish({'w': v0}, 0)
+  assert source.latest() == ({'w': v0}, 0)   # Nothing computed yet: the first waits.
+  assert v0.waited
+  source.publish({'w': v1}, 1)                # In flight: actors keep acting with v0.
+  assert source.latest() == ({'w': v0}, 0) and not v1.waited
+  v1.ready = True
+  source.publish({'w': v2}, 2)
+  assert source.latest() == ({'w': v1}, 1) and not v2.waited
+  assert source.latest(newest=True) == ({'w': v2}, 2) and v2.waited  # inline: no lag.
+  assert source.latest() == ({'w': v2}, 2)
