@@ -127,7 +127,8 @@ def learning(args) -> list:
     steps = args.steps or LEARNING_STEPS[env]
     config = make_config(base, f'train.steps={steps}', 'train.log_every=10',
                          f'actors.backend={args.backend}',
-                         f'actors.num_actors={args.num_actors}', f'seed={seed}')
+                         f'actors.num_actors={args.num_actors}', f'seed={seed}',
+                         *args.set)
     result, records, wall, _ = train(config, f'learning_{env}_{args.backend}_{seed}')
     m = result.train_metrics
     lags = [r['policy_lag_mean'] for r in records]
@@ -231,6 +232,8 @@ def main():
   parser.add_argument('--backend', default='ray')
   parser.add_argument('--num_actors', type=int, default=4)
   parser.add_argument('--seeds', default='0', help='learning: comma-separated seeds')
+  parser.add_argument('--set', action='append', default=[],
+                      help='learning: another config override, e.g. actors.max_policy_lag=1')
   parser.add_argument('--out', default='benchmarks/results')
   args = parser.parse_args()
   if args.mode == 'throughput':
