@@ -3,8 +3,9 @@
     inline   the actors run in the learner's thread, one unroll at a time, with the newest
              parameters: synchronous and deterministic (no policy lag; exact resume).
     threads  one thread per actor in this process, each stepping its environments with the
-             jitted policy and pushing unrolls into a bounded queue the learner drains
-             (the Sebulba pattern of the Podracer paper): acting overlaps learning.
+             jitted policy and pushing unrolls into a queue the learner drains, at most
+             actors.queue_size unrolls ahead of it (the Sebulba pattern of the Podracer
+             paper): acting overlaps learning.
     ray      Ray actors in other processes, on this machine or on machines that joined
              the cluster (agents/impala/ray_backend.py).
 
@@ -178,6 +179,37 @@ class InlineActors:
       actor.close()
 
 
+class UnrollCredits:
+  """At most `limit` unrolls acted ahead of the learner (in progress or queued).
+
+  An actor takes a credit before it starts an unroll and the learner gives it back when
+  it takes the unroll. With one batch's worth of credits the actors act on the next
+  batch while the learner's update runs, with the parameters computed before it: a
+  policy lag of about one update, never more than the credits allow.
+  """
+
+  def __init__(self, limit: int):
+    if limit < 1:
+      raise ValueError(f'actors.queue_size must allow at least one unroll, got {limit}.')
+    self._cond = threading.Condition()
+    self._free = limit
+
+  def take(self, stop: threading.Event, *, block: bool = True) -> bool:
+    """Takes a credit; False if none is free (block=False) or `stop` is set."""
+    with self._cond:
+      while self._free == 0:
+        if not block or stop.is_set():
+          return False
+        self._cond.wait(POLL_S)
+      self._free -= 1
+      return True
+
+  def give(self) -> None:
+    with self._cond:
+      self._free += 1
+      self._cond.notify()
+
+
 class FailedActor(NamedTuple):
   """Queued by an actor thread that may not restart any more."""
   actor_id: int
@@ -185,13 +217,14 @@ class FailedActor(NamedTuple):
 
 
 class ThreadActors:
-  """`num_actors` actor threads pushing unrolls into a queue of `queue_size` unrolls."""
+  """`num_actors` actor threads, at most `queue_size` unrolls ahead of the learner."""
 
   def __init__(self, make_actor: ActorFactory, *, num_actors: int, queue_size: int,
                max_restarts: int):
     self._make_actor = make_actor
     self._num_actors = num_actors
-    self._queue = queue.Queue(maxsize=queue_size)
+    self._queue = queue.Queue()   # Bounded by the credits.
+    self._credits = UnrollCredits(queue_size)
     self._stop = threading.Event()
     self._threads = []
     self._restarts = RestartBudget(max_restarts)
@@ -210,14 +243,19 @@ class ThreadActors:
       thread.start()
       self._threads.append(thread)
 
-  def _put(self, item) -> bool:
-    while not self._stop.is_set():
-      try:
-        self._queue.put(item, timeout=POLL_S)
-        return True
-      except queue.Full:
-        continue
-    return False
+  def _unroll(self, actor: Actor, source: ParameterSource) -> bool:
+    """One unroll into the queue, once a credit is free; False once stopped."""
+    if not self._credits.take(self._stop):
+      return False
+    try:
+      params, version = source.latest(self._stop)
+      if params is None:
+        return False
+      self._queue.put(actor.unroll(params, version))
+      return True
+    except BaseException:
+      self._credits.give()   # This unroll produced nothing.
+      raise
 
   def _run(self, actor_id: int, source: ParameterSource) -> None:
     actor, incarnation = self._first[actor_id], 0
@@ -225,10 +263,7 @@ class ThreadActors:
       try:
         if actor is None:
           actor = self._make_actor(actor_id, incarnation)
-        params, version = source.latest(self._stop)
-        if params is None:
-          break
-        if not self._put(actor.unroll(params, version)):
+        if not self._unroll(actor, source):
           break
       except Exception as e:  # pylint: disable=broad-except
         if self._stop.is_set():
@@ -237,7 +272,7 @@ class ThreadActors:
           actor.close()
         actor = None
         if not self._restarts.allow(actor_id, e):
-          self._put(FailedActor(actor_id, e))
+          self._queue.put(FailedActor(actor_id, e))
           return
         incarnation += 1
     if actor is not None:
@@ -254,6 +289,7 @@ class ThreadActors:
       if isinstance(item, FailedActor):
         raise ActorFailure(f'actor {item.actor_id} failed: {type(item.error).__name__}: '
                            f'{item.error}') from item.error
+      self._credits.give()
       return item
 
   def close(self) -> None:

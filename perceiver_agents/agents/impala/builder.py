@@ -30,7 +30,7 @@ class ActorLayout(NamedTuple):
   num_actors: int
   envs_per_actor: int
   batch_size: int        # trajectories per update on this process
-  queue_size: int        # unrolls buffered (threads, ray)
+  queue_size: int        # unrolls acted ahead of the learner (threads, ray)
 
 
 def actor_layout(config: ml_collections.ConfigDict, *,

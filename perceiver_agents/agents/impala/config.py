@@ -30,8 +30,9 @@ def actors_config() -> ml_collections.ConfigDict:
     train.batch_size / envs_per_actor actor unrolls.
   max_policy_lag: drop trajectories acted with parameters more than this many updates
     older than the learner's (-1: keep all); the drops are counted in a metric.
-  queue_size: actor unrolls buffered between actors and learner (threads, ray); 0 = one
-    update's worth.
+  queue_size: actor unrolls acted ahead of the learner, in progress or queued (threads,
+    ray); 0 = one update's worth, so that actors act on the next batch while the
+    current update runs (a policy lag of about one update).
   max_restarts: restarts of failed actors (raised, or process died) allowed per run;
     the next failure stops the run.
   ray_address: '' starts a local Ray here; 'auto' joins the cluster of `ray start` on

@@ -5,12 +5,13 @@
                      others, then train on the head with --config.actors.ray_address=auto
 
 Each Ray actor builds its own environments and jitted policy (on its CPU) from the run's
-config. A pump thread in the learner's process keeps one unroll in flight per actor: when
-one returns it goes into the learner's queue, and the actor is asked for the next with
-the newest parameters, which the learner's process puts into Ray's object store once per
-version (so an actor fetches them at the start of its unroll). An actor that raises, or
-whose process dies, is replaced by a fresh one (new environments, new process), logged,
-up to actors.max_restarts times.
+config. A pump thread in the learner's process hands out unrolls: an idle actor is asked
+for one as soon as a credit is free (at most actors.queue_size unrolls ahead of the
+learner, backends.UnrollCredits), with the newest computed parameters, which the
+learner's process puts into Ray's object store once per version (so an actor fetches them
+at the start of its unroll); finished unrolls go into the learner's queue. An actor that
+raises, or whose process dies, is replaced by a fresh one (new environments, new process),
+logged, up to actors.max_restarts times.
 
 Ray is an optional extra: pip install 'perceiver-agents[distributed]'.
 """
@@ -24,6 +25,8 @@ from typing import Any, Optional
 import jax
 
 from perceiver_agents.agents.impala import backends
+
+IDLE_POLL_S = 0.005   # How often the pump looks for a free credit while an actor idles.
 
 EXTRA_HINT = ("actors.backend='ray' needs Ray, an optional extra: "
               "pip install 'perceiver-agents[distributed]'")
@@ -94,7 +97,8 @@ class _Worker:
 
 
 class RayActors:
-  """`num_actors` Ray actors feeding a queue of `queue_size` unrolls (backends.py API)."""
+  """`num_actors` Ray actors, at most `queue_size` unrolls ahead of the learner (the
+  backends.py API)."""
 
   def __init__(self, actor_builder: Any, *, num_actors: int, queue_size: int,
                max_restarts: int, address: str = '', cpus_per_actor: float = 1.0):
@@ -104,7 +108,8 @@ class RayActors:
     self._builder = actor_builder
     self._remote = ray.remote(num_cpus=cpus_per_actor, max_restarts=0)(_Worker)
     self._restarts = backends.RestartBudget(max_restarts)
-    self._queue = queue.Queue(maxsize=queue_size)
+    self._queue = queue.Queue()   # Bounded by the credits.
+    self._credits = backends.UnrollCredits(queue_size)
     self._stop = threading.Event()
     self._incarnations = [0] * num_actors
     self._workers = [self._spawn(i) for i in range(num_actors)]
@@ -138,45 +143,39 @@ class RayActors:
     inflight[ref] = actor_id
     return True
 
-  def _put(self, item) -> bool:
-    while not self._stop.is_set():
-      try:
-        self._queue.put(item, timeout=backends.POLL_S)
-        return True
-      except queue.Full:
-        continue
-    return False
-
   def _pump(self, source) -> None:
-    ray, inflight = self._ray, {}
+    ray, inflight, idle = self._ray, {}, list(range(len(self._workers)))
     try:
-      for i in range(len(self._workers)):
-        if not self._submit(i, source, inflight):
-          return
       while not self._stop.is_set():
+        # Idle actors start an unroll as soon as a credit is free; with nothing in
+        # flight there is nothing else to wait for.
+        while idle and self._credits.take(self._stop, block=not inflight):
+          if not self._submit(idle.pop(0), source, inflight):
+            return
+        if not inflight:
+          continue
         ready, _ = ray.wait(list(inflight), num_returns=1,
-                            timeout=backends.POLL_S)
+                            timeout=IDLE_POLL_S if idle else backends.POLL_S)
         for ref in ready:
           i = inflight.pop(ref)
+          idle.append(i)
           try:
             item = ray.get(ref)
           except Exception as e:  # pylint: disable=broad-except
             if self._stop.is_set():
               return
+            self._credits.give()   # This unroll produced nothing.
             if not self._restarts.allow(i, e):
-              self._put(backends.FailedActor(i, e))
+              self._queue.put(backends.FailedActor(i, e))
               return
             ray.kill(self._workers[i], no_restart=True)
             self._incarnations[i] += 1
             self._workers[i] = self._spawn(i)
           else:
-            if not self._put(item):
-              return
-          if not self._submit(i, source, inflight):
-            return
+            self._queue.put(item)
     except Exception as e:  # pylint: disable=broad-except
       if not self._stop.is_set():
-        self._put(backends.FailedActor(-1, e))
+        self._queue.put(backends.FailedActor(-1, e))
 
   def get(self):
     while True:
@@ -190,6 +189,7 @@ class RayActors:
         raise backends.ActorFailure(f'actor {item.actor_id} failed: '
                                     f'{type(item.error).__name__}: {item.error}'
                                     ) from item.error
+      self._credits.give()
       return item
 
   def close(self) -> None:
