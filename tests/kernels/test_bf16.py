@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from perceiver_agents import blocks
+from perceiver_agents.blocks import ops
 from perceiver_agents import kernels
+from perceiver_agents.encoders import outputs
 from perceiver_agents.kernels import cpu_gemm
 from perceiver_agents.kernels import layers as kernel_layers
 from perceiver_agents.learner import update
@@ -128,3 +130,25 @@ def test_dense_gradients_compile_to_bfloat16_dots():
   dots = _compiled_dot_operand_types(jax.grad(loss, argnums=(0, 1)), x, w)
   assert len(dots) == 3, dots  # forward, dX = G W^T, dW = X^T G
   assert all(d == ('bf16', 'bf16', 'f32') for d in dots), dots
+
+
+@pytest.mark.parametrize('impl', kernels.IMPLEMENTATIONS)
+def test_last_projections_return_float32_for_bfloat16_inputs(impl):
+  """The decoders' output layer and the tied embedding decoder hand the loss float32
+  ('fast': their float32 accumulation, not logits rounded to bfloat16)."""
+  def forward(x):  # [B, N, C] -> ([B, N, 5], [B, N, 5], [B, N, 7])
+    embedding = jax.random.normal(jax.random.PRNGKey(3), (7, C)).astype(x.dtype)
+    return (ops.Linear(5, float32_output=True)(x), ops.Linear(5)(x),
+            outputs.EmbeddingDecoder(embedding_matrix=embedding)(x))
+  model = hk.without_apply_rng(hk.transform(forward))
+  x = jax.random.normal(jax.random.PRNGKey(0), (B, N, C))
+  params = model.init(jax.random.PRNGKey(1), x)
+  with kernels.use(impl):
+    last, hidden, logits = jax.jit(model.apply)(update.cast_floating(params, jnp.bfloat16),
+                                                x.astype(jnp.bfloat16))
+    last32, _, logits32 = jax.jit(model.apply)(params, x)
+  assert (last.dtype, hidden.dtype, logits.dtype) == (jnp.float32, jnp.bfloat16, jnp.float32)
+  assert last32.dtype == logits32.dtype == jnp.float32
+  if impl == 'fast':  # reference: hk.Linear's bfloat16 output, cast
+    # Not rounded to bfloat16: most values are not representable in it.
+    assert np.mean(np.asarray(last) != np.asarray(last.astype(jnp.bfloat16), np.float32)) > 0.5
