@@ -5,10 +5,12 @@
 
 The shapes are language_small's backward products (benchmarks/cpu_gemm.py's list) and a
 2048^3 matmul. XLA's bf16 x bf16 -> f32 dot is `jnp.einsum(...,
-preferred_element_type=jnp.float32)` (what blocks/ops.py's 'fast' kernels ask for in
-bfloat16). MKL is called through ctypes on host arrays (no XLA dispatch), one matrix per
-call, batched products as a loop over the batch, with its own threads: the MKL column is
-what an FFI kernel around it could reach at best. --mkl_lib is the folder holding
+preferred_element_type=jnp.float32)` as written; the cpu_gemm column is
+`cpu_gemm.einsum` on bfloat16 operands (`half_precision_einsum`: laid out so that XLA
+keeps the product in bfloat16; what blocks/ops.py's 'fast' kernels run in bfloat16).
+MKL is called through ctypes on host arrays (no XLA dispatch), one matrix per call,
+batched products as a loop over the batch, with its own threads: the MKL column is what
+an FFI kernel around it could reach at best. --mkl_lib is the folder holding
 libmkl_rt.so.* (e.g. the `mkl` wheel's data/lib, with intel-openmp's libiomp5.so next to
 it or in --iomp_lib); without it the MKL column is skipped.
 """
@@ -108,8 +110,8 @@ def main():
   print(f'device: cpu, {os.cpu_count()} cores, bf16 units: '
         f'{sorted(cpu_features.bf16_units()) or "none"}\n')
   print('| product | shapes | XLA f32 | OpenBLAS kernel f32 | XLA bf16 -> f32 | '
-        'MKL bf16 -> f32 | XLA bf16 / f32 speed-up |')
-  print('|---|---|---|---|---|---|---|')
+        'MKL bf16 -> f32 | cpu_gemm bf16 -> f32 | XLA bf16 / f32 | cpu_gemm bf16 / f32 |')
+  print('|---|---|---|---|---|---|---|---|---|')
   for what, subscripts, x_shape, y_shape in PRODUCTS:
     x = rng.randn(*x_shape).astype(np.float32)
     y = rng.randn(*y_shape).astype(np.float32)
@@ -127,10 +129,12 @@ def main():
       times.append(_median(run, args.repeats))
     else:
       times.append(None)
+    # What the 'fast' kernels run in bfloat16 (cpu_gemm.half_precision_einsum).
+    times.append(_median(lambda: kernel(bx, by).block_until_ready(), args.repeats))
     rate = lambda t: '-' if t is None else f'{t * 1e3:.2f} ms ({flop / t:.0f} GFLOP/s)'
     print(f'| {what} | `{subscripts}` {list(x_shape)} x {list(y_shape)} | '
-          + ' | '.join(rate(t) for t in times) + f' | {times[0] / times[2]:.2f}x |',
-          flush=True)
+          + ' | '.join(rate(t) for t in times)
+          + f' | {times[0] / times[2]:.2f}x | {times[0] / times[4]:.2f}x |', flush=True)
 
 
 if __name__ == '__main__':

@@ -213,7 +213,7 @@ class BasicDecoder(Decoder):
         shape_for_attn='kv', qk_channels=self._qk_channels,
         v_channels=self._v_channels,
         use_query_residual=self._use_query_residual)
-    project = (ops.Linear(self._output_num_channels,
+    project = (ops.Linear(self._output_num_channels, float32_output=True,
                              w_init=self._output_w_init, name='output')
                if self._final_project else None)
 
@@ -286,7 +286,7 @@ class ProjectionDecoder(Decoder):
     checks.check_rank(z, 3, name='z')
     checks.check_floating(z, name='z')
     pooled = jnp.mean(z, axis=1)  # [B, D]
-    return ops.Linear(self._num_classes, w_init=jnp.zeros,
+    return ops.Linear(self._num_classes, float32_output=True, w_init=jnp.zeros,
                          name='logits')(pooled)
 
 

@@ -33,14 +33,25 @@ def _fast() -> bool:
 
 
 class Linear(hk.Linear):
-  """`hk.Linear` (parameters 'w' [Cin, Cout], 'b' [Cout]); `fast`: kernels/layers.dense."""
+  """`hk.Linear` (parameters 'w' [Cin, Cout], 'b' [Cout]); `fast`: kernels/layers.dense.
+
+  Returns the inputs' dtype, or with `float32_output=True` at least float32: a model's
+  last projection (logits, flow, pixels), which bfloat16 compute would otherwise round
+  to 8 mantissa bits before the loss reads it (`fast` returns the product's float32
+  accumulation; `reference` casts hk.Linear's output).
+  """
+
+  def __init__(self, output_size: int, *, float32_output: bool = False, **kwargs):
+    super().__init__(output_size, **kwargs)
+    self._float32_output = float32_output
 
   def __call__(self, inputs: jax.Array, *, precision=None) -> jax.Array:
     """[..., Cin] -> [..., Cout]."""
     if not inputs.shape:
       raise ValueError('Linear: input must not be scalar.')
     if precision is not None or not _fast():
-      return super().__call__(inputs, precision=precision)
+      out = super().__call__(inputs, precision=precision)
+      return out.astype(self._output_dtype(inputs))
     input_size = self.input_size = inputs.shape[-1]
     w_init = self.w_init or hk.initializers.TruncatedNormal(
         stddev=1.0 / input_size ** 0.5)
@@ -50,7 +61,12 @@ class Linear(hk.Linear):
     if self.with_bias:
       out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
                                    init=self.b_init)
-    return out.astype(inputs.dtype)
+    return out.astype(self._output_dtype(inputs))
+
+  def _output_dtype(self, inputs: jax.Array) -> jnp.dtype:
+    if self._float32_output:
+      return jnp.promote_types(inputs.dtype, jnp.float32)
+    return inputs.dtype
 
 
 class LayerNorm(hk.LayerNorm):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import ops
 
 
 class OneHotPreprocessor(hk.Module):
@@ -70,4 +71,10 @@ class EmbeddingDecoder(hk.Module):
       raise ValueError(f'embeddings have {embeddings.shape[-1]} channels, the '
                        f'embedding matrix has {self._d_model}.')
     bias = hk.get_parameter('bias', [self._vocab_size], init=jnp.zeros)
-    return jnp.einsum('btd,vd->btv', embeddings, self._embedding_matrix) + bias
+    batch, length, _ = embeddings.shape
+    # Logits in (at least) float32: for bfloat16 embeddings, the product's float32
+    # accumulation, not rounded to bfloat16 before the loss.
+    logits = ops.einsum('rd,vd->rv', embeddings.reshape(batch * length, self._d_model),
+                        self._embedding_matrix)  # [B * T, V]
+    dtype = jnp.promote_types(embeddings.dtype, jnp.float32)
+    return logits.reshape(batch, length, self._vocab_size).astype(dtype) + bias

@@ -17,7 +17,8 @@ The train-step speed-ups are in BENCHMARKS.md.
 Only products with one contracted index, one free index per operand and at most two batch
 indices take this path, on the CPU backend in float32; everything else, and every other
 backend (and a process with several devices, whose computations may be partitioned), is
-plain `jnp.einsum` (same values up to float32 summation order).
+plain `jnp.einsum` (same values up to float32 summation order); bfloat16 operands on
+CPU go to `half_precision_einsum`, laid out so that XLA keeps the product in bfloat16.
 
 The kernel (cpu_gemm.cc) is compiled on first use with the system C++ compiler ($CXX or
 c++) against jaxlib's FFI headers and the scipy-openblas32 package, and cached in
@@ -205,7 +206,8 @@ def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
   """`jnp.einsum(subscripts, x, y)`; through OpenBLAS on CPU in float32 (see module).
 
   bfloat16 (or float16) operands are multiplied by XLA with float32 accumulation, and
-  the product is returned in float32 (`accumulation_dtype`).
+  the product is returned in float32 (`accumulation_dtype`); on CPU as
+  `half_precision_einsum`.
 
   Args:
     subscripts: 'x,y->out' with one contracted letter, one free letter in each operand
@@ -221,7 +223,59 @@ def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
     call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                             vmap_method='sequential')
     return call(a, b, dims=dims)
+  if _half_precision_on_cpu(x, y):
+    return half_precision_einsum(subscripts, x, y)
   return jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
+
+
+def _half_precision_on_cpu(x: jax.Array, y: jax.Array) -> bool:
+  return (jax.default_backend() == 'cpu' and
+          accumulation_dtype(x, y) != jnp.result_type(x, y))
+
+
+def half_precision_einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
+  """`jnp.einsum(subscripts, x, y)` of bfloat16 (or float16) operands, accumulated and
+  returned in float32, as a dot XLA:CPU keeps in bfloat16 (YNNPACK, AVX-512 BF16).
+
+  XLA:CPU keeps a bfloat16 x bfloat16 -> float32 dot only where the left operand is a
+  row-major [..., M, K] (contracted index last); a dot whose left operand has K
+  elsewhere, or is a transpose XLA folded into the dot as a layout, gets both operands
+  converted to float32 and runs as a float32 dot, slower than the float32 path
+  (BENCHMARKS.md). So the operand with K last goes on the left; where neither has it
+  (weight gradients X^T G, attention's dV = P^T dO and dK = dS^T Q) the smaller one is
+  transposed in bfloat16 first, as a copy XLA cannot fold (`_materialised_transpose`).
+  A product whose letters come out in another order than `out` is transposed after an
+  optimisation barrier, as XLA would fold transpose(dot(x, y)) into dot(y, x).
+  Subscripts as for `einsum`.
+  """
+  xs, ys, out, batch, k, _, _ = _parse(subscripts)
+  if xs[-1] != k and ys[-1] != k:
+    # Transpose the smaller operand so that k is its last index.
+    if y.size < x.size:
+      (x, xs), (y, ys) = (y, ys), (x, xs)
+    moved = xs.replace(k, '') + k
+    x = _materialised_transpose(x, [xs.index(c) for c in moved])
+    xs = moved
+  elif xs[-1] != k:
+    (x, xs), (y, ys) = (y, ys), (x, xs)
+  # lax.dot_general keeps x on the left (jnp.einsum may swap the operands).
+  dims = (((xs.index(k),), (ys.index(k),)),
+          (tuple(xs.index(c) for c in batch), tuple(ys.index(c) for c in batch)))
+  product = jax.lax.dot_general(x, y, dims, preferred_element_type=jnp.float32)
+  letters = batch + ''.join(c for c in xs + ys if c not in batch and c != k)
+  if letters == out:
+    return product
+  return jnp.transpose(jax.lax.optimization_barrier(product),
+                       [letters.index(c) for c in out])
+
+
+def _materialised_transpose(x: jax.Array, permutation) -> jax.Array:
+  """`jnp.transpose(x, permutation)` as a row-major copy that XLA keeps: flattened
+  behind an optimisation barrier, since a bare transpose (even behind a barrier) is a
+  layout change XLA folds into the consuming dot, whose bfloat16 operand in that
+  layout it then converts to float32."""
+  moved = jnp.transpose(x, permutation)
+  return jax.lax.optimization_barrier(moved.reshape(-1)).reshape(moved.shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -7,9 +7,14 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from perceiver_agents import blocks
+from perceiver_agents.blocks import ops
 from perceiver_agents import kernels
+from perceiver_agents.encoders import outputs
+from perceiver_agents.kernels import cpu_gemm
+from perceiver_agents.kernels import layers as kernel_layers
 from perceiver_agents.learner import update
 
 B, N, M, C = 2, 16, 8, 32
@@ -81,3 +86,69 @@ def test_reference_and_fast_agree_in_bfloat16():
   chex.assert_trees_all_equal_dtypes(outs['fast'], outs['reference'])
   a, b = (np.asarray(outs[k], np.float32) for k in ('reference', 'fast'))
   assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.03
+
+
+def _compiled_dot_operand_types(fn, *args):
+  """[(lhs dtype, rhs dtype, result dtype)] of every dot XLA compiled for fn(*args)."""
+  text = jax.jit(fn).lower(*args).compile().as_text()
+  types = dict(re.findall(r'%([\w.\-]+) = (\w+)\[', text))
+  dots = re.findall(r'= (\w+)\[[^\n]* dot\(%([\w.\-]+), %([\w.\-]+)\)', text)
+  return [(types[lhs], types[rhs], result) for result, lhs, rhs in dots]
+
+
+# The backward products: weight gradient X^T G, attention's dV = P^T dO, dK = dS^T Q,
+# dQ = dS K and dP = dO V^T (kernels/cpu_gemm.py's half_precision_einsum).
+BACKWARD_PRODUCTS = [('rk,rn->kn', (64, 16), (64, 24)),
+                     ('bhqk,bhqd->bhkd', (2, 2, 16, 12), (2, 2, 16, 8)),
+                     ('bhqd,bhqk->bhkd', (2, 2, 16, 8), (2, 2, 16, 12)),
+                     ('bhqk,bhkd->bhqd', (2, 2, 16, 12), (2, 2, 12, 8)),
+                     ('bhqd,bhkd->bhqk', (2, 2, 16, 8), (2, 2, 12, 8))]
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's bfloat16 dot path")
+@pytest.mark.parametrize('subscripts,x_shape,y_shape', BACKWARD_PRODUCTS)
+def test_backward_products_compile_to_bfloat16_dots(subscripts, x_shape, y_shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+  y = jax.random.normal(jax.random.PRNGKey(1), y_shape)
+  fn = lambda a, b: cpu_gemm.einsum(subscripts, a, b)
+  dots = _compiled_dot_operand_types(fn, x.astype(jnp.bfloat16), y.astype(jnp.bfloat16))
+  # XLA:CPU converts a bfloat16 operand whose contracted index is not last on the left
+  # (or is a transpose folded into the dot) to float32 and multiplies in float32.
+  assert dots and all(d == ('bf16', 'bf16', 'f32') for d in dots), dots
+  out = fn(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16))
+  assert out.dtype == jnp.float32
+  exact = jnp.einsum(subscripts, x.astype(jnp.bfloat16).astype(jnp.float32),
+                     y.astype(jnp.bfloat16).astype(jnp.float32))
+  np.testing.assert_allclose(out, exact, rtol=1e-5, atol=1e-5)  # f32 accumulation
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's bfloat16 dot path")
+def test_dense_gradients_compile_to_bfloat16_dots():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 24)).astype(jnp.bfloat16)
+  w = jax.random.normal(jax.random.PRNGKey(1), (24, 32)).astype(jnp.bfloat16)
+  loss = lambda x, w: jnp.sum(kernel_layers.dense(x, w).astype(jnp.float32) ** 2)
+  dots = _compiled_dot_operand_types(jax.grad(loss, argnums=(0, 1)), x, w)
+  assert len(dots) == 3, dots  # forward, dX = G W^T, dW = X^T G
+  assert all(d == ('bf16', 'bf16', 'f32') for d in dots), dots
+
+
+@pytest.mark.parametrize('impl', kernels.IMPLEMENTATIONS)
+def test_last_projections_return_float32_for_bfloat16_inputs(impl):
+  """The decoders' output layer and the tied embedding decoder hand the loss float32
+  ('fast': their float32 accumulation, not logits rounded to bfloat16)."""
+  def forward(x):  # [B, N, C] -> ([B, N, 5], [B, N, 5], [B, N, 7])
+    embedding = jax.random.normal(jax.random.PRNGKey(3), (7, C)).astype(x.dtype)
+    return (ops.Linear(5, float32_output=True)(x), ops.Linear(5)(x),
+            outputs.EmbeddingDecoder(embedding_matrix=embedding)(x))
+  model = hk.without_apply_rng(hk.transform(forward))
+  x = jax.random.normal(jax.random.PRNGKey(0), (B, N, C))
+  params = model.init(jax.random.PRNGKey(1), x)
+  with kernels.use(impl):
+    last, hidden, logits = jax.jit(model.apply)(update.cast_floating(params, jnp.bfloat16),
+                                                x.astype(jnp.bfloat16))
+    last32, _, logits32 = jax.jit(model.apply)(params, x)
+  assert (last.dtype, hidden.dtype, logits.dtype) == (jnp.float32, jnp.bfloat16, jnp.float32)
+  assert last32.dtype == logits32.dtype == jnp.float32
+  if impl == 'fast':  # reference: hk.Linear's bfloat16 output, cast
+    # Not rounded to bfloat16: most values are not representable in it.
+    assert np.mean(np.asarray(last) != np.asarray(last.astype(jnp.bfloat16), np.float32)) > 0.5
