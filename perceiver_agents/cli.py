@@ -163,8 +163,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     task = module.build(config)
     if args.command == 'train':
       if hasattr(task, 'train'):  # A task with its own loop (tasks/smax.py: Anakin).
-        print(json.dumps(task.train(args.workdir, on_ready=record)))
-        return 0
+        summary = task.train(args.workdir, on_ready=record)
+        print(json.dumps(summary))
+        return 128 + summary['interrupted_by'] if 'interrupted_by' in summary else 0
       result = learner.train(task, config, args.workdir, on_ready=record)
       if result.interrupted_by is not None:
         return 128 + result.interrupted_by

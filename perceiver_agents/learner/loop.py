@@ -200,6 +200,127 @@ def restore_latest(checkpoints: checkpoint_lib.Checkpointer, programs: Programs,
       warn=warn, quarantine=quarantine)
 
 
+def load_checkpoint(workdir: str, target: Any, *, step: Optional[int] = None,
+                    keep: int = 3) -> Any:
+  """The state of checkpoint `step` of `workdir` (default: the newest intact one, damaged
+  newer ones skipped with a warning), laid out like `target` (abstract_target's)."""
+  checkpoints = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=keep)
+  try:
+    if checkpoints.latest_step() is None:
+      raise ValueError(f'workdir: no checkpoint in {checkpoints.directory}; train first.')
+    if step is None:
+      return checkpoints.restore_latest(target, warn=warn)[1]
+    return checkpoints.restore(target, step=step)
+  finally:
+    checkpoints.close()
+
+
+class Run:
+  """The skeleton a training loop runs in (learner.train here, the Anakin loop of
+  agents/anakin): the workdir's checkpoints, resumed from the newest intact one (damaged
+  newer ones moved aside into checkpoints.damaged/ with a warning), config.json and the
+  metrics writer, the progress bar, SIGINT/SIGTERM turned into a stop flag (a second
+  signal stops at once), and saving at most once per step.
+
+      with Run(workdir, config, total=n, unit='step', init=fresh_state,
+               target=abstract_target(shapes, shardings)) as run:
+        state = run.state
+        while run.more():
+          state = update(state)
+          run.advance()
+          if run.due(config.checkpoint.every):
+            run.save(state)
+        run.save(state)
+        run.finish()
+
+  Attributes: checkpoints, restored (the step resumed from, or None), state (the
+  restored or fresh state), step (updates done), writer (None off the chief process), bar.
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, *, total: int,
+               unit: str, init: Callable[[], Any], target: Any,
+               on_ready: Optional[Callable[[Optional[int]], None]] = None):
+    os.makedirs(workdir, exist_ok=True)
+    self.total = total
+    self.checkpoints = checkpoint_lib.Checkpointer(
+        os.path.join(workdir, CHECKPOINT_DIR), keep=config.checkpoint.keep,
+        async_save=config.checkpoint.async_save)
+    self.writer, self.bar = None, None
+    try:
+      if self.checkpoints.latest_step() is None:
+        self.restored, self.state = None, init()
+      else:
+        self.restored, self.state = self.checkpoints.restore_latest(
+            target, warn=warn, quarantine=True)
+      self.step = 0 if self.restored is None else self.restored
+      self._last_saved = self.restored
+      if on_ready is not None:
+        on_ready(self.restored)
+      self.writer = open_outputs(workdir, config)
+      self.bar = tqdm.tqdm(total=total, initial=self.step, unit=unit, dynamic_ncols=True,
+                           disable=not (jax.process_index() == 0 and
+                                        config.train.progress_bar))
+    except BaseException:
+      self.close()
+      raise
+    if self.restored is not None:
+      self.bar.write(f'Resumed from checkpoint at step {self.restored} in '
+                     f'{self.checkpoints.directory}.')
+    self._signals = _StopSignals()
+
+  def __enter__(self) -> 'Run':
+    self._signals.__enter__()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._signals.__exit__(*exc)
+    self.close()
+
+  @property
+  def stopped_by(self) -> Optional[int]:
+    """The signal number received (SIGINT/SIGTERM), or None."""
+    return self._signals.received
+
+  def more(self) -> bool:
+    """Whether to run another update: steps remain and no stop signal came."""
+    return self.step < self.total and self.stopped_by is None
+
+  def advance(self) -> None:
+    """Counts one update done (and moves the progress bar)."""
+    self.step += 1
+    self.bar.update(1)
+
+  def due(self, every: int) -> bool:
+    """Whether the step just done is a multiple of `every` (0: never)."""
+    return bool(every) and self.step % every == 0
+
+  def write(self, split: str, metrics: Mapping[str, float]) -> None:
+    if self.writer:
+      self.writer.write(self.step, split, metrics)
+
+  def save(self, state: Any) -> bool:
+    """Checkpoints `state` as the current step unless that step is saved already."""
+    if self._last_saved == self.step:
+      return False
+    self.checkpoints.save(state, step=self.step)
+    self._last_saved = self.step
+    return True
+
+  def finish(self) -> None:
+    """Says so when a signal stopped the run, and waits for pending saves."""
+    if self.stopped_by is not None:
+      self.bar.write(f'Stopped by signal {self.stopped_by} at step {self.step}; '
+                     'checkpoint saved.')
+    self.checkpoints.wait()
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+    self.checkpoints.close()
+    if self.writer:
+      self.writer.close()
+
+
 def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
           mesh: Optional[jax.sharding.Mesh] = None,
           on_ready: Optional[Callable[[Optional[int]], None]] = None) -> TrainResult:
@@ -223,129 +344,96 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
       raise ValueError(f'{name} must be >= {low}, got {value}.')
   programs = build_programs(task, config, mesh)
   total = config.train.steps
-  is_chief = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  checkpoints = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, CHECKPOINT_DIR), keep=config.checkpoint.keep,
-      async_save=config.checkpoint.async_save)
-  try:
-    if checkpoints.latest_step() is None:
-      latest, ts = None, initial_state(task, config, programs)
-    else:
-      latest, ts = restore_latest(checkpoints, programs, quarantine=True)
-  except BaseException:
-    checkpoints.close()
-    raise
-  step = 0 if latest is None else latest
-  if on_ready is not None:
-    on_ready(latest)
-  writer = open_outputs(workdir, config)
-
   log_every, eval_every = config.train.log_every, config.eval.every
   ckpt_every, batch_size = config.checkpoint.every, config.train.batch_size
   accumulate = config.optimizer.accumulate_steps
   pending = []            # [(batch step, device scalars)] since the last finiteness check.
   train_metrics, eval_metrics = {}, {}
-  last_saved = latest
-  bar = tqdm.tqdm(total=total, initial=step, unit='step', dynamic_ncols=True,
-                  disable=not (is_chief and config.train.progress_bar))
-  if latest is not None:
-    bar.write(f'Resumed from checkpoint at step {latest} in {checkpoints.directory}.')
-
-  def check_finite():
-    bad = _first_nonfinite(pending) if pending else None
-    if bad is not None:
-      good = checkpoints.latest_step()
-      kept = f'step {good}' if good is not None else 'none'
-      raise NonFiniteLossError(
-          f'Loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint '
-          f'({kept}) in {checkpoints.directory} is unchanged.')
-
   iterator = iterator_metrics = None
 
-  def save():
-    nonlocal last_saved
-    check_finite()
-    if last_saved != step:
-      checkpoints.save(ts, step=step)
-      data_lib.save_state(iterator, workdir, step, checkpoints.all_steps())
-      last_saved = step
+  with Run(workdir, config, total=total, unit='step',
+           init=lambda: initial_state(task, config, programs),
+           target=checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
+           on_ready=on_ready) as run:
+    ts = run.state
 
-  def log(elapsed: float, steps_done: int):
-    nonlocal train_metrics
-    check_finite()
-    stacked = jax.device_get([scalars for _, scalars in pending])
-    train_metrics = {k: float(np.mean([s[k] for s in stacked])) for k in stacked[0]}
-    train_metrics['learning_rate'] = float(programs.schedule(step // accumulate))
-    train_metrics['examples_per_s'] = steps_done * batch_size / max(elapsed, 1e-9)
-    if iterator_metrics is not None:
-      train_metrics.update(iterator_metrics())
-    pending.clear()
-    if writer:
-      writer.write(step, 'train', train_metrics)
-    bar.set_postfix(loss=f'{train_metrics["loss"]:.4f}',
-                    ex_per_s=f'{train_metrics["examples_per_s"]:.0f}')
+    def check_finite():
+      bad = _first_nonfinite(pending) if pending else None
+      if bad is not None:
+        good = run.checkpoints.latest_step()
+        kept = f'step {good}' if good is not None else 'none'
+        raise NonFiniteLossError(
+            f'Loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint '
+            f'({kept}) in {run.checkpoints.directory} is unchanged.')
 
-  def evaluate_now():
-    nonlocal eval_metrics
-    check_finite()
-    eval_metrics = run_eval(task, config, programs, ts)
-    if writer:
-      writer.write(step, 'eval', eval_metrics)
-    bar.write(f'step {step}: eval ' + _format(eval_metrics))
+    def save():
+      check_finite()
+      if run.save(ts):
+        data_lib.save_state(iterator, workdir, run.step, run.checkpoints.all_steps())
 
-  try:
-    iterator = data_lib.train_iterator(task, step)
-    if data_lib.restore_state(iterator, workdir, latest):
-      bar.write(f'Resumed the train iterator state of step {latest}.')
-    publish = getattr(iterator, 'publish', None)
-    iterator_metrics = getattr(iterator, 'metrics', None)
-    prefetcher = data_lib.DevicePrefetcher(iterator, programs.mesh)
-    with _StopSignals() as stop:
+    def log(elapsed: float, steps_done: int):
+      nonlocal train_metrics
+      check_finite()
+      stacked = jax.device_get([scalars for _, scalars in pending])
+      train_metrics = {k: float(np.mean([s[k] for s in stacked])) for k in stacked[0]}
+      train_metrics['learning_rate'] = float(programs.schedule(run.step // accumulate))
+      train_metrics['examples_per_s'] = steps_done * batch_size / max(elapsed, 1e-9)
+      if iterator_metrics is not None:
+        train_metrics.update(iterator_metrics())
+      pending.clear()
+      run.write('train', train_metrics)
+      run.bar.set_postfix(loss=f'{train_metrics["loss"]:.4f}',
+                          ex_per_s=f'{train_metrics["examples_per_s"]:.0f}')
+
+    def evaluate_now():
+      nonlocal eval_metrics
+      check_finite()
+      eval_metrics = run_eval(task, config, programs, ts)
+      run.write('eval', eval_metrics)
+      run.bar.write(f'step {run.step}: eval ' + _format(eval_metrics))
+
+    try:
+      iterator = data_lib.train_iterator(task, run.step)
+      if data_lib.restore_state(iterator, workdir, run.restored):
+        run.bar.write(f'Resumed the train iterator state of step {run.restored}.')
+      publish = getattr(iterator, 'publish', None)
+      iterator_metrics = getattr(iterator, 'metrics', None)
+      prefetcher = data_lib.DevicePrefetcher(iterator, programs.mesh)
       t_log, steps_since_log = time.perf_counter(), 0
       if publish is not None:
-        publish(ts.params, step)
+        publish(ts.params, run.step)
       # A batch once fetched is trained on (a stop signal during its fetch included).
-      batch = prefetcher.fetch() if step < total and stop.received is None else None
+      batch = prefetcher.fetch() if run.more() else None
       in_flight = []
       while batch is not None:
         ts, scalars = programs.update(ts, batch)
-        pending.append((step, scalars))
+        pending.append((run.step, scalars))
         in_flight.append(scalars)
         if len(in_flight) > MAX_IN_FLIGHT:
           jax.block_until_ready(in_flight.pop(0))
-        step += 1
+        run.advance()
         if publish is not None:
-          publish(ts.params, step)
+          publish(ts.params, run.step)
         steps_since_log += 1
-        bar.update(1)
-        if step % log_every == 0 or step == total:
+        if run.due(log_every) or run.step == total:
           log(time.perf_counter() - t_log, steps_since_log)
           t_log, steps_since_log = time.perf_counter(), 0
         t_pause = time.perf_counter()
-        if eval_every and step % eval_every == 0 and step < total:
+        if run.due(eval_every) and run.step < total:
           evaluate_now()  # The final evaluation happens after the loop.
-        if ckpt_every and step % ckpt_every == 0:
+        if run.due(ckpt_every):
           save()
         t_log += time.perf_counter() - t_pause  # Throughput counts training time only.
-        batch = None
-        if step < total and stop.received is None:
-          batch = prefetcher.fetch()  # Overlaps the update just dispatched.
+        batch = prefetcher.fetch() if run.more() else None  # Overlaps the update.
       save()
-      if stop.received is None:
+      if run.stopped_by is None:
         evaluate_now()
-      else:
-        bar.write(f'Stopped by signal {stop.received} at step {step}; checkpoint saved.')
-      checkpoints.wait()
-      return TrainResult(step, train_metrics, eval_metrics, stop.received)
-  finally:
-    close = getattr(iterator, 'close', None)
-    if close is not None:
-      close()
-    bar.close()
-    checkpoints.close()
-    if writer:
-      writer.close()
+      run.finish()
+      return TrainResult(run.step, train_metrics, eval_metrics, run.stopped_by)
+    finally:
+      close = getattr(iterator, 'close', None)
+      if close is not None:
+        close()
 
 
 def load_state(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
@@ -355,18 +443,9 @@ def load_state(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
   current mesh. The checkpoint may come from a run on another number of devices.
   """
   programs = build_programs(task, config) if programs is None else programs
-  checkpoints = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, CHECKPOINT_DIR), keep=config.checkpoint.keep)
-  try:
-    if checkpoints.latest_step() is None:
-      raise ValueError(f'workdir: no checkpoint in {checkpoints.directory}; train first.')
-    if step is None:
-      _, ts = restore_latest(checkpoints, programs)
-    else:
-      ts = checkpoints.restore(
-          checkpoint_lib.abstract_target(programs.shapes, programs.shardings), step=step)
-  finally:
-    checkpoints.close()
+  ts = load_checkpoint(
+      workdir, checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
+      step=step, keep=config.checkpoint.keep)
   return programs, ts
 
 

@@ -11,13 +11,16 @@ other pure-JAX environment goes in `env.id` (e.g. 'gymnax:CartPole-v1'), see
 perceiver_agents/agents/envs/jax_envs. `agent.encoder`: perceiver_io | transformer | mlp
 (agents/unit_controller.py); `agent.view`: local (each ally on its own observation, as
 IPPO) | global (one centralised pass, one query per ally). `rl` holds the rollout and
-loss settings (agents/anakin/losses.py; ppo or vtrace), `rl.env_steps` the budget.
-Checkpoints, metrics.jsonl and the progress bar are perceiver_agents.learner's
-(agents/anakin/loop.py); a resumed run continues the same episodes.
+loss settings (agents/anakin/losses.py; ppo or vtrace), `rl.env_steps` the budget;
+`rl.num_seeds=S` trains seeds seed..seed+S-1 side by side in one compiled program.
+Checkpoints, metrics.jsonl, the progress bar and SIGINT/SIGTERM (checkpoint, then exit
+128 + signal) are perceiver_agents.learner's (agents/anakin/loop.py); a resumed run
+continues the same episodes.
 
 `eval` plays `eval.episodes` fresh episodes with the latest parameters and reports the
 win rate, mean return and mean episode length; `eval.map` evaluates on another map than
-the one trained on (zero-shot), with the same padded shapes when it fits.
+the one trained on (zero-shot), with the same padded shapes when it fits; with several
+seeds it reports their means and each seed's. `predict` renders config.seed's policy.
 """
 
 import argparse
@@ -93,21 +96,34 @@ class AnakinTask:
     self.env = make_env(config)
 
   def train(self, workdir: str, *, on_ready=None) -> dict:
+    """The run's summary; without 'eval' and with 'interrupted_by' (the signal number)
+    when SIGINT/SIGTERM stopped it (its checkpoint saved, to resume from)."""
     result = anakin.train(self.env, self.config, workdir, on_ready=on_ready)
-    return {'step': result.step, 'env_steps': result.env_steps,
-            'train': result.metrics, 'eval': self.evaluate(workdir)}
+    summary = {'step': result.step, 'env_steps': result.env_steps, 'train': result.metrics}
+    if result.interrupted_by is not None:
+      return dict(summary, interrupted_by=result.interrupted_by)
+    return dict(summary, eval=self.evaluate(workdir))
 
   def evaluate(self, workdir: str) -> dict:
+    """Win rate, return and length over eval.episodes episodes; with rl.num_seeds > 1,
+    their means over the seeds and each seed's under 'seeds' (seed i played with the
+    evaluation key a run of that seed alone would use)."""
     config = self.config
     env = _eval_env(config, self.env)
     programs = anakin.build(self.env, config, sharding_mesh())
     params, step = anakin.load_params(self.env, config, workdir, programs=programs)
-    results = anakin.run_episodes(
-        env, programs.network, params, jax.random.PRNGKey(config.seed + 1),
-        num_envs=config.eval.episodes, max_steps=config.eval.max_steps,
-        greedy=config.eval.greedy)
-    return dict(summarize(results), step=step,
-                map=config.eval.map or config.env.id or config.env.map)
+    where = dict(step=step, map=config.eval.map or config.env.id or config.env.map)
+    seeds = []
+    for i in range(programs.num_seeds):
+      results = anakin.run_episodes(
+          env, programs.network, anakin.seed_slice(params, i, programs.num_seeds),
+          jax.random.PRNGKey(config.seed + i + 1), num_envs=config.eval.episodes,
+          max_steps=config.eval.max_steps, greedy=config.eval.greedy)
+      seeds.append(dict(summarize(results), seed=config.seed + i))
+    if len(seeds) == 1:
+      return dict({k: v for k, v in seeds[0].items() if k != 'seed'}, **where)
+    means = {k: float(np.nanmean([s[k] for s in seeds])) for k in seeds[0] if k != 'seed'}
+    return dict(means, seeds=seeds, **where)
 
 
 def sharding_mesh():
@@ -144,6 +160,7 @@ def predict(command: CommandArgs) -> int:
     raise ValueError('env: rendering is for single SMAX maps (not env.id or mixtures).')
   programs = anakin.build(task.env, config, sharding_mesh())
   params, _ = anakin.load_params(task.env, config, checkpoint, programs=programs)
+  params = anakin.seed_slice(params, 0, programs.num_seeds)  # the run of config.seed
   results = anakin.run_episodes(
       env, programs.network, params, jax.random.PRNGKey(known.seed), num_envs=1,
       max_steps=config.eval.max_steps, greedy=known.greedy, record=True)

@@ -14,12 +14,19 @@ running episode returns and lengths): a checkpoint (learner.Checkpointer) has al
 so a resumed run continues the same episodes, bit-identically on the same device count.
 The key of update s is fold_in(rng, s), as in the learner's loop.
 
+Seeds: with rl.num_seeds = S > 1 the whole TrainState (parameters, optimizer, environments,
+keys, step) gets a leading seed axis [S, ...] and init/update are vmapped over it, so S
+independent runs (seeds config.seed .. config.seed + S - 1, each the same as a run of
+rl.num_seeds=1 with that seed, within float tolerance) share one compiled program. The
+environments of every seed are split over the `data` axis.
+
 Metrics per update (means over the episodes that ended during its rollout, and the
 loss terms): episodes, episode_return, episode_length, win_rate (where the environment
-reports 'won'), loss, policy_loss, value_loss, entropy, approx_kl, grad_norm.
+reports 'won'), loss, policy_loss, value_loss, entropy, approx_kl, grad_norm; env_steps
+(per seed) and env_steps_per_s (of all seeds together). With S > 1 seeds these are means
+over the seeds, and '<name>/seed<i>' (i = 0..S-1) holds seed i's episode statistics and loss.
 """
 
-import os
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -29,7 +36,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 
 from perceiver_agents.agents.anakin import losses as losses_lib
 from perceiver_agents.agents.anakin import networks as networks_lib
@@ -38,9 +44,10 @@ from perceiver_agents.learner import checkpoint as checkpoint_lib
 from perceiver_agents.learner import loop as learner_loop
 from perceiver_agents.learner import optim
 from perceiver_agents.learner import sharding as sharding_lib
+from perceiver_agents.learner.sharding import DATA_AXIS
 from perceiver_agents.learner.state import TrainState
 
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = learner_loop.CHECKPOINT_DIR
 EPISODE_SUMS = ('episodes', 'return_sum', 'length_sum', 'won_sum')
 
 
@@ -53,13 +60,30 @@ class Runner(NamedTuple):
 
 
 class Programs(NamedTuple):
+  """The compiled functions of a run; with num_seeds S > 1 every TrainState leaf and every
+  scalar of `update` has a leading seed axis [S]."""
   mesh: jax.sharding.Mesh
   network: hk.Transformed
-  init: Callable[[jax.Array], TrainState]
-  update: Callable[[TrainState], tuple]
+  init: Callable[[jax.Array], TrainState]       # init_keys(config) -> TrainState
+  update: Callable[[TrainState], tuple]          # TrainState -> (TrainState, scalars)
   shapes: TrainState
   shardings: TrainState
-  env_steps_per_update: int
+  env_steps_per_update: int                      # of one seed
+  num_seeds: int
+
+
+def init_keys(config: ml_collections.ConfigDict) -> jax.Array:
+  """The base key of each seed for Programs.init: PRNGKey(config.seed) [2], or with
+  rl.num_seeds = S > 1 those of seeds config.seed .. config.seed + S - 1, stacked [S, 2]."""
+  if config.rl.num_seeds == 1:
+    return jax.random.PRNGKey(config.seed)
+  return jnp.stack([jax.random.PRNGKey(config.seed + i)
+                    for i in range(config.rl.num_seeds)])
+
+
+def seed_slice(tree: Any, index: int, num_seeds: int) -> Any:
+  """Seed `index`'s part of a (possibly seed-batched) tree: the tree itself when S = 1."""
+  return tree if num_seeds == 1 else jax.tree.map(lambda x: x[index], tree)
 
 
 def num_updates(config: ml_collections.ConfigDict) -> int:
@@ -74,7 +98,7 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   rl = config.rl
   if rl.loss not in losses_lib.LOSSES:
     raise ValueError(f'rl.loss: expected one of {losses_lib.LOSSES}, got {rl.loss!r}.')
-  for name in ('num_envs', 'unroll_length', 'epochs', 'num_minibatches'):
+  for name in ('num_envs', 'unroll_length', 'epochs', 'num_minibatches', 'num_seeds'):
     if rl[name] < 1:
       raise ValueError(f'rl.{name} must be >= 1, got {rl[name]}.')
   if rl.num_envs % num_devices:
@@ -192,9 +216,14 @@ def build(env, config: ml_collections.ConfigDict,
     scalars.update(sums)
     return TrainState(params, runner, opt_state, ts.step + 1, ts.rng), scalars
 
-  shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+  num_seeds = rl.num_seeds
+  if num_seeds > 1:  # One independent run per seed, side by side in one program.
+    init, update = jax.vmap(init), jax.vmap(update)
+  shapes = jax.eval_shape(init, init_keys(config))
   rep = sharding_lib.replicated(mesh)
-  data = sharding_lib.batch_sharding(mesh)
+  # The environment axis of the Runner (after the seed axis, if any) is split over `data`.
+  data = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(*([None] if num_seeds > 1 else []), DATA_AXIS))
   shardings = TrainState(params=jax.tree.map(lambda _: rep, shapes.params),
                          state=jax.tree.map(lambda _: data, shapes.state),
                          opt_state=jax.tree.map(lambda _: rep, shapes.opt_state),
@@ -204,7 +233,8 @@ def build(env, config: ml_collections.ConfigDict,
       init=jax.jit(init, in_shardings=rep, out_shardings=shardings),
       update=jax.jit(update, in_shardings=(shardings,), out_shardings=(shardings, rep),
                      donate_argnums=0),
-      shapes=shapes, shardings=shardings, env_steps_per_update=num_envs * unroll)
+      shapes=shapes, shardings=shardings, env_steps_per_update=num_envs * unroll,
+      num_seeds=num_seeds)
 
 
 def _first_step_args(env_reset, key, num_envs, num_agents):
@@ -226,9 +256,30 @@ def episode_means(sums: dict) -> dict:
 
 class TrainResult(NamedTuple):
   step: int
-  env_steps: int
-  metrics: dict          # the last log window's
-  seconds: float         # training time, without compilation
+  env_steps: int                 # of one seed
+  metrics: dict                  # the last log window's
+  seconds: float                 # training time, without compilation
+  interrupted_by: Optional[int]  # the signal number that stopped the run early, or None
+
+
+SEED_METRICS = ('episodes', 'episode_return', 'episode_length', 'win_rate', 'loss')
+
+
+def _window_metrics(stacked: list, num_seeds: int) -> list:
+  """Per seed, the means of a log window's update scalars [{name: [] or [S]}]."""
+  arrays = {k: np.stack([np.reshape(s[k], (-1,)) for s in stacked]) for k in stacked[0]}
+  seeds = []
+  for i in range(num_seeds):
+    sums = {k: float(arrays[k][:, i].sum()) for k in EPISODE_SUMS if k in arrays}
+    means = {k: float(arrays[k][:, i].mean()) for k in arrays if k not in EPISODE_SUMS}
+    means.update(episode_means(sums))
+    seeds.append(means)
+  return seeds
+
+
+def _seed_mean(values: list) -> float:
+  finite = [v for v in values if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else float('nan')
 
 
 def train(env, config: ml_collections.ConfigDict, workdir: str, *,
@@ -239,108 +290,81 @@ def train(env, config: ml_collections.ConfigDict, workdir: str, *,
   (damaged newer ones are skipped with a warning and moved aside, as the learner does).
   `on_ready(restored_step or None)` is called once the state is built or restored.
 
-  Writes checkpoints/<step>/ (every checkpoint.every updates and at the end),
-  metrics.jsonl + TensorBoard ('train' split, with env_steps and env_steps_per_s) and
-  config.json, as perceiver_agents.learner.train does.
+  Writes checkpoints/<step>/ (every checkpoint.every updates, at the end, and on
+  SIGINT/SIGTERM, which stop the run with `interrupted_by` set), metrics.jsonl +
+  TensorBoard ('train' split) and config.json: perceiver_agents.learner's skeleton
+  (learner.loop.Run).
+
+  Raises:
+    learner.NonFiniteLossError: a seed's loss became NaN/inf (no checkpoint after it).
   """
   programs = build(env, config, mesh) if programs is None else programs
-  total = num_updates(config)
-  is_chief = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  checkpoints = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, CHECKPOINT_DIR), keep=config.checkpoint.keep,
-      async_save=config.checkpoint.async_save)
-  latest = checkpoints.latest_step()
-  if latest is None:
-    ts, step = programs.init(jax.random.PRNGKey(config.seed)), 0
-  else:
-    latest, ts = checkpoints.restore_latest(
-        checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
-        warn=learner_loop.warn, quarantine=True)
-    step = latest
-  if on_ready is not None:
-    on_ready(latest)
-  writer = learner_loop.open_outputs(workdir, config)
-  per_update = programs.env_steps_per_update
-  bar = tqdm.tqdm(total=total, initial=step, unit='update', dynamic_ncols=True,
-                  disable=not (is_chief and config.train.progress_bar))
-  pending, metrics, seconds, last_saved = [], {}, 0.0, latest
+  per_update, num_seeds = programs.env_steps_per_update, programs.num_seeds
   log_every, ckpt_every = config.train.log_every, config.checkpoint.every
+  pending, metrics, seconds = [], {}, 0.0
 
-  def log(elapsed):
-    nonlocal metrics
-    stacked = jax.device_get(pending)
-    if not all(np.isfinite(s['loss']) for s in stacked):
-      raise FloatingPointError(f'loss is not finite at update {step}; the last good '
-                               f'checkpoint is {checkpoints.latest_step()}.')
-    sums = {k: float(sum(s[k] for s in stacked)) for k in EPISODE_SUMS if k in stacked[0]}
-    metrics = {k: float(np.mean([s[k] for s in stacked]))
-               for k in stacked[0] if k not in EPISODE_SUMS}
-    metrics.update(episode_means(sums))
-    metrics['env_steps'] = step * per_update
-    metrics['env_steps_per_s'] = len(stacked) * per_update / max(elapsed, 1e-9)
-    pending.clear()
-    if writer:
-      writer.write(step, 'train', {k: v for k, v in metrics.items() if np.isfinite(v)})
-    bar.set_postfix(ret=f'{metrics["episode_return"]:.2f}',
-                    sps=f'{metrics["env_steps_per_s"]:.0f}',
-                    **({'win': f'{metrics["win_rate"]:.2f}'} if 'win_rate' in metrics else {}))
+  with learner_loop.Run(
+      workdir, config, total=num_updates(config), unit='update',
+      init=lambda: programs.init(init_keys(config)),
+      target=checkpoint_lib.abstract_target(programs.shapes, programs.shardings),
+      on_ready=on_ready) as run:
+    ts = run.state
 
-  def save():
-    nonlocal last_saved
-    if last_saved != step:
-      checkpoints.save(ts, step=step)
-      last_saved = step
+    def log(elapsed):
+      nonlocal metrics
+      stacked = jax.device_get(pending)
+      seeds = _window_metrics(stacked, num_seeds)
+      if not all(np.isfinite(m['loss']) for m in seeds):
+        raise learner_loop.NonFiniteLossError(
+            f'Loss is not finite at update {run.step}; stopping. The last good checkpoint '
+            f'is {run.checkpoints.latest_step()} in {run.checkpoints.directory}.')
+      metrics = {k: _seed_mean([m[k] for m in seeds]) for k in seeds[0]}
+      if num_seeds > 1:
+        metrics.update({f'{k}/seed{i}': m[k] for i, m in enumerate(seeds)
+                        for k in SEED_METRICS if k in m})
+      metrics['env_steps'] = run.step * per_update
+      metrics['env_steps_per_s'] = len(stacked) * per_update * num_seeds / max(elapsed, 1e-9)
+      pending.clear()
+      run.write('train', {k: v for k, v in metrics.items() if np.isfinite(v)})
+      run.bar.set_postfix(
+          ret=f'{metrics["episode_return"]:.2f}', sps=f'{metrics["env_steps_per_s"]:.0f}',
+          **({'win': f'{metrics["win_rate"]:.2f}'} if 'win_rate' in metrics else {}))
 
-  try:
-    t_log = time.perf_counter()
-    compiled = False
-    while step < total:
+    t_log, compiled = time.perf_counter(), False
+    while run.more():
       ts, scalars = programs.update(ts)
-      if not compiled:  # The first update's time is mostly compilation.
-        jax.block_until_ready(scalars)
-        compiled, t_log = True, time.perf_counter()
-        pending.append(scalars)
-        step += 1
-        bar.update(1)
-        log(float('inf'))
-        continue
       pending.append(scalars)
-      step += 1
-      bar.update(1)
-      if step % log_every == 0 or step == total:
+      run.advance()
+      if not compiled or run.due(log_every) or run.step == run.total:
         jax.block_until_ready(scalars)
-        elapsed = time.perf_counter() - t_log
-        seconds += elapsed
+        if compiled:
+          elapsed = time.perf_counter() - t_log
+          seconds += elapsed
+        else:  # The first update's time is mostly compilation.
+          elapsed, compiled = float('inf'), True
         log(elapsed)
         t_log = time.perf_counter()
-      if ckpt_every and step % ckpt_every == 0:
-        save()
-        t_log = time.perf_counter()
-    save()
-    checkpoints.wait()
-    return TrainResult(step, step * per_update, metrics, seconds)
-  finally:
-    bar.close()
-    checkpoints.close()
-    if writer:
-      writer.close()
+      if run.due(ckpt_every):
+        jax.block_until_ready(ts)
+        t_pause = time.perf_counter()
+        run.save(ts)
+        t_log += time.perf_counter() - t_pause  # Throughput counts training time only.
+    if pending:  # A stop signal came between two logs.
+      jax.block_until_ready(pending)
+      log(time.perf_counter() - t_log)
+    run.save(ts)
+    run.finish()
+    return TrainResult(run.step, run.step * per_update, metrics, seconds, run.stopped_by)
 
 
 def load_params(env, config: ml_collections.ConfigDict, workdir: str, *,
                 programs: Optional[Programs] = None) -> tuple[Any, int]:
   """(params, update step) of the newest intact checkpoint in `workdir` (damaged newer
-  ones are skipped with a warning)."""
+  ones are skipped with a warning); params have the seed axis [S, ...] when S > 1."""
   programs = build(env, config) if programs is None else programs
-  checkpoints = checkpoint_lib.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
-  try:
-    if checkpoints.latest_step() is None:
-      raise ValueError(f'workdir: no checkpoint in {checkpoints.directory}; train first.')
-    _, ts = checkpoints.restore_latest(checkpoint_lib.abstract_target(
-        programs.shapes, programs.shardings), warn=learner_loop.warn)
-  finally:
-    checkpoints.close()
-  return ts.params, int(ts.step)
+  ts = learner_loop.load_checkpoint(
+      workdir, checkpoint_lib.abstract_target(programs.shapes, programs.shardings))
+  return ts.params, int(np.reshape(jax.device_get(ts.step), (-1,))[0])
 
 
 def run_episodes(env, network: hk.Transformed, params: Any, key: jax.Array, *,

@@ -31,6 +31,7 @@ def loss_config() -> ml_collections.ConfigDict:
   c.loss = 'ppo'              # ppo | vtrace
   c.env_steps = 0             # > 0: train for this many environment steps (not train.steps)
   c.num_envs = 128            # E, split over the `data` mesh axis
+  c.num_seeds = 1             # S independent runs (seeds seed..seed+S-1), vmapped in one program
   c.unroll_length = 128       # T per update
   c.epochs = 4                # passes over each rollout (ppo)
   c.num_minibatches = 4       # of environments, per epoch

@@ -72,7 +72,7 @@ from perceiver_agents.agents.envs import jax_envs
 sys.path.insert(0, sys.argv[1])
 from test_loop import tiny_config
 env = jax_envs.make('gymnax:CartPole-v1')
-config = tiny_config('train.steps=2')
+config = tiny_config('train.steps=2', 'rl.unroll_length=4', 'rl.epochs=1')
 out = {}
 for n in (1, 8):
   programs = anakin.build(env, config, sharding.make_mesh(jax.devices()[:n]))
@@ -97,3 +97,28 @@ def test_one_and_eight_devices_compute_the_same_update(tmp_path):
   assert result['devices'] == 8 and result['shards8'] == 8 and result['shards1'] == 1
   for one, eight in zip(result['1'], result['8']):
     np.testing.assert_allclose(eight, one, rtol=1e-4, atol=1e-5)
+
+
+def test_seeds_side_by_side_equal_separate_runs_and_resume(tmp_path):
+  env = jax_envs.make('gymnax:CartPole-v1')
+  small = ('rl.unroll_length=4', 'rl.epochs=1', 'checkpoint.every=2')
+  config = tiny_config('rl.num_seeds=2', 'seed=3', 'train.steps=3', *small)
+  programs = anakin.build(env, config)
+  half = tiny_config('rl.num_seeds=2', 'seed=3', 'train.steps=2', *small)
+  anakin.train(env, half, str(tmp_path), programs=programs)
+  resumed = anakin.train(env, config, str(tmp_path), programs=programs)
+  assert resumed.step == 3 and resumed.env_steps == 3 * 32
+  for i in range(2):
+    assert f'episode_return/seed{i}' in resumed.metrics
+  assert resumed.metrics['loss'] == pytest.approx(
+      np.mean([resumed.metrics['loss/seed0'], resumed.metrics['loss/seed1']]))
+  both = _final_state(programs, str(tmp_path))
+  assert both.step.tolist() == [3, 3]
+
+  single = anakin.build(env, tiny_config('train.steps=3', *small))
+  for i, seed in enumerate((3, 4)):
+    ts = single.init(jax.random.PRNGKey(seed))
+    for _ in range(3):
+      ts, _ = single.update(ts)
+    chex.assert_trees_all_close(jax.device_get(anakin.seed_slice(both, i, 2)),
+                                jax.device_get(ts), rtol=1e-5, atol=1e-6)
