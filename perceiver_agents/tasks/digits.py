@@ -36,6 +36,14 @@ NUM_CLASSES = 10
 IMAGE_SIZE = 8
 
 
+# The small variant (--config.preset=local, tasks/base.py): trains end to end in under a
+# minute on 2 CPU cores.
+PRESETS = {'local': (
+    'model.num_latents=8', 'model.num_latent_channels=16',
+    'model.num_self_attends_per_block=1', 'model.num_bands=2',
+    'train.batch_size=8', 'train.steps=300', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
   config.train.steps = 6000
