@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import pickle
+import sys
 
 import jax
 import numpy as np
@@ -16,39 +17,18 @@ import pytest
 
 from perceiver_agents import zoo
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'conformance'
-SMALL = json.loads((FIXTURES / 'small_cases.json').read_text())
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import helpers  # noqa: E402  (tests/helpers.py)
+
+FIXTURES = helpers.CONFORMANCE
+SMALL = helpers.CONFORMANCE_CASES
 FULL = json.loads((FIXTURES / 'full_param_trees.json').read_text())
-
-
-def _two_level(arrays, prefix):
-  tree = {}
-  for key, value in arrays.items():
-    if key.startswith(prefix):
-      module, _, name = key[len(prefix):].rpartition('/')
-      tree.setdefault(module, {})[name] = value
-  return tree
-
-
-def _inputs(arrays):
-  x = {}
-  for key, value in arrays.items():
-    if key.startswith('inputs/'):
-      *outer, last = key.split('/')[1:]
-      (x.setdefault(outer[0], {}) if outer else x)[last] = value
-  return x
+_case = helpers.conformance_case
 
 
 def _shapes(tree):
   return {f'{m}/{n}': list(np.shape(v)) for m, d in tree.items()
           for n, v in d.items()}
-
-
-def _case(name):
-  case = SMALL[name]
-  arrays = dict(np.load(FIXTURES / f'{name}.npz'))
-  return (case, _two_level(arrays, 'params/'), _two_level(arrays, 'state/'),
-          _inputs(arrays), arrays)
 
 
 def _apply(case, params, state, x):

@@ -5,10 +5,8 @@ import os
 
 from perceiver_agents import cli
 
-TINY = ['--config.rl.num_envs=4', '--config.rl.unroll_length=4', '--config.rl.epochs=1',
-        '--config.rl.num_minibatches=1', '--config.rl.env_steps=0',
-        '--config.train.steps=1', '--config.train.progress_bar=false',
-        '--config.agent.hidden_size=16', '--config.eval.episodes=4']
+TINY = ['--config.preset=local', '--config.train.steps=1', '--config.train.progress_bar=false',
+        '--config.eval.episodes=4']
 
 
 def test_train_eval_and_render_smax(tmp_path, capfd):

@@ -11,20 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from perceiver_agents import cli, learner
+from perceiver_agents import cli
 from perceiver_agents.data import flow_batches, flow_formats, procedural_flow
-from perceiver_agents.tasks import optical_flow
+from perceiver_agents.tasks import base, optical_flow
 
-TINY = ['model.train_size=(8,12)', 'model.num_bands=4', 'model.num_latents=8',
-        'model.num_latent_channels=16', 'model.num_self_attends=1',
-        'model.num_self_attend_heads=2', 'model.min_overlap=4', 'data.margin=4',
-        'data.max_displacement=2.0', 'data.num_eval=3', 'train.batch_size=2',
-        'eval.batch_size=2', 'train.steps=2', 'train.log_every=1', 'eval.every=0',
-        'checkpoint.every=0', 'train.progress_bar=false']
+TINY = ['preset=local', 'data.num_eval=3', 'train.steps=2', 'train.log_every=1',
+        'train.progress_bar=false']
 
 
 def _config(extra=()):
-  return learner.apply_overrides(optical_flow.get_config(), TINY + list(extra))
+  return base.make_config(optical_flow, TINY + list(extra))
 
 
 def test_epe_and_fl_all_by_hand():
