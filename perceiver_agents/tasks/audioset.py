@@ -66,7 +66,8 @@ PRESETS = {'local': (
     'model.num_self_attends_per_block=1', 'model.num_self_attend_heads=2',
     'model.num_bands=2', 'model.num_mels=16', 'model.image_size=16',
     'data.clip_seconds=0.256', 'data.eval_max_segments=64', 'train.batch_size=2',
-    'eval.batch_size=4', 'train.steps=50', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+    'eval.batch_size=4', 'train.steps=50',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -41,7 +41,8 @@ IMAGE_SIZE = 8
 PRESETS = {'local': (
     'model.num_latents=8', 'model.num_latent_channels=16',
     'model.num_self_attends_per_block=1', 'model.num_bands=2',
-    'train.batch_size=8', 'train.steps=300', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+    'train.batch_size=8', 'train.steps=300',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -97,7 +97,8 @@ PRESETS = {'local': (
     'model.num_latent_channels=16', 'model.num_self_attends=1', 'model.qk_channels=8',
     'model.num_self_attend_heads=2', 'model.num_cross_attend_heads=2',
     'data.max_train_examples=256', 'data.max_eval_examples=128', 'train.batch_size=8',
-    'eval.batch_size=8', 'train.steps=50', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+    'eval.batch_size=8', 'train.steps=50',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -57,7 +57,8 @@ PRESETS = {'local': (
     'model.num_latents=4', 'model.num_latent_channels=16', 'model.num_blocks=1',
     'model.num_self_attends_per_block=1', 'model.num_self_attend_heads=2',
     'data.num_eval=64', 'data.shuffle_buffer=8', 'data.randaugment_layers=2',
-    'train.batch_size=4', 'eval.batch_size=4', 'train.steps=50', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+    'train.batch_size=4', 'eval.batch_size=4', 'train.steps=50',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:

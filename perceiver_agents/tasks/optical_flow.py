@@ -46,7 +46,8 @@ PRESETS = {'local': (
     'model.num_latent_channels=16', 'model.num_self_attends=1',
     'model.num_self_attend_heads=2', 'model.min_overlap=4', 'data.margin=4',
     'data.max_displacement=2.0', 'data.num_eval=8', 'train.batch_size=2',
-    'eval.batch_size=2', 'train.steps=50', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+    'eval.batch_size=2', 'train.steps=50',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:
