@@ -30,8 +30,6 @@ import haiku as hk
 import ml_collections
 import numpy as np
 
-from perceiver_agents.learner.config import apply_overrides
-
 Batch = Mapping[str, np.ndarray]
 
 
@@ -108,6 +106,9 @@ def make_config(module: Any, overrides: Sequence[str] = ()) -> ml_collections.Co
     ValueError: naming --config.preset for a preset the task does not declare, or the
       field of a bad override (learner.config.apply_overrides).
   """
+  # Imported here: `perceiver_agents.tasks` is imported by the CLI before it quiets the
+  # libraries that the learner loads (startup.quiet_libraries).
+  from perceiver_agents.learner.config import apply_overrides  # pylint: disable=g-import-not-at-top
   config = module.get_config()
   name = preset_of(overrides) or config.get('preset', '')
   if name:
