@@ -43,10 +43,13 @@ def test_local_models_are_small(name):
 
 def test_overrides_beat_the_preset_whatever_their_order():
   digits = tasks.get('digits')
+  local = dict(o.split('=') for o in digits.PRESETS['local'])
   config = base.make_config(digits, ['train.steps=7', 'preset=local'])
-  assert config.train.steps == 7 and config.model.num_latents == 8
-  config = base.make_config(digits, ['preset=local', 'model.num_latents=16'])
-  assert config.model.num_latents == 16 and config.model.num_latent_channels == 16
+  assert config.train.steps == 7
+  assert config.model.num_latents == int(local['model.num_latents'])
+  config = base.make_config(digits, ['preset=local', 'model.num_latents=24'])
+  assert config.model.num_latents == 24
+  assert config.model.num_latent_channels == int(local['model.num_latent_channels'])
   assert base.make_config(digits, ['preset=local', 'preset=']).model.num_latents == (
       digits.get_config().model.num_latents)
   assert base.preset_of(['preset=local', 'a=1', 'preset=big']) == 'big'
