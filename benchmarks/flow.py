@@ -9,7 +9,7 @@ compare it with zero flow and scikit-image's TV-L1 on
     at full size) fall in the range the small model trains on.
 
 Results go to stdout and, as JSON, to --out. The learned model runs on images of any size
-by overlapping tiles at its training size (tasks/optical_flow.py).
+by overlapping tiles at its training size (zoo.tiled_flow).
 
     python benchmarks/flow.py --workdir /tmp/flow_bench --steps 1500
 """
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   from perceiver_agents import learner  # pylint: disable=g-import-not-at-top
-  from perceiver_agents.data import procedural_flow  # pylint: disable=g-import-not-at-top
+  from perceiver_agents.data import flow_batches, procedural_flow  # pylint: disable=g-import-not-at-top
   from perceiver_agents.tasks import optical_flow, workdir  # pylint: disable=g-import-not-at-top
 
   config = optical_flow.get_config()
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
   size = tuple(d.eval_size) if tuple(d.eval_size) != (0, 0) else tuple(config.model.train_size)
   rows = {'perceiver_io': [], 'zero_flow': [], 'tvl1': []}
   for i in range(args.num_eval):
-    pair = procedural_flow.make_pair(seed=config.seed + optical_flow.EVAL_SEED_OFFSET, index=i,
+    pair = procedural_flow.make_pair(seed=config.seed + flow_batches.EVAL_SEED_OFFSET, index=i,
                                      height=size[0], width=size[1],
                                      max_displacement=d.max_displacement)
     valid = pair['valid']

@@ -138,13 +138,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   new = _split_overrides(extra, parser)
   startup.quiet_libraries()
   try:
-    from perceiver_agents.learner import apply_overrides  # pylint: disable=g-import-not-at-top
+    from perceiver_agents.tasks import base  # pylint: disable=g-import-not-at-top
     from perceiver_agents.tasks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     module = tasks.get(args.task)
     resuming = args.command == 'train' and workdir_lib.is_workdir(args.workdir)
     overrides = workdir_lib.run_overrides(args.workdir, new, task=args.task,
                                           resuming=resuming)
-    config = apply_overrides(module.get_config(), overrides)
+    config = base.make_config(module, overrides)
   except ValueError as e:
     print(f'perceiver-agents: error: {e}', file=sys.stderr)
     return 2

@@ -8,16 +8,18 @@ shared/conformance/README.md; the configurations use the published keys:
   language_perceiver(...)      -> hk.Transformed           f(inputs, input_mask)
   imagenet_perceiver(...)      -> hk.TransformedWithState  f(images)
   optical_flow_perceiver(...)  -> hk.Transformed           f(images)
+                                  (any image size: tiled_flow)
   video_autoencoder(...)       -> hk.TransformedWithState  f(images, audio, subsampling)
 
 Every function also takes `is_training` (keyword, default False). `PUBLISHED` holds the
 full-size configuration of each released model.
 """
-from typing import Mapping, Optional, Sequence
+from typing import Callable, List, Mapping, Optional, Sequence
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from perceiver_agents import blocks
 from perceiver_agents.blocks import checks
@@ -135,7 +137,7 @@ def optical_flow_perceiver(*, train_size: Sequence[int], encoder: Mapping,
     checks.check_rank(images, 5, name='images')
     if tuple(images.shape[2:4]) != train_size:
       raise ValueError(f'images are {tuple(images.shape[2:4])}, the model takes '
-                       f'train_size={train_size} (tile larger images).')
+                       f'train_size={train_size} (other sizes: tiled_flow).')
     model = blocks.Perceiver(
         input_preprocessor=ImagePreprocessor(
             position_encoding_type='fourier',
@@ -153,6 +155,51 @@ def optical_flow_perceiver(*, train_size: Sequence[int], encoder: Mapping,
 
   return hk.transform(forward)
 
+
+
+def tile_starts(size: int, tile: int, min_overlap: int) -> List[int]:
+  """Start offsets of tiles of length `tile` covering [0, size) with >= min_overlap overlap."""
+  if size <= tile:
+    return [0]
+  if not 0 <= min_overlap < tile:
+    raise ValueError(f'min_overlap must be in [0, {tile}), got {min_overlap}.')
+  count = int(np.ceil((size - min_overlap) / (tile - min_overlap)))
+  return [int(round(s)) for s in np.linspace(0, size - tile, count)]
+
+
+def tile_weights(height: int, width: int) -> np.ndarray:
+  """Blending weights [h, w]: 1 + distance to the nearest tile border (a pyramid)."""
+  y = np.minimum(np.arange(height) + 1, height - np.arange(height))
+  x = np.minimum(np.arange(width) + 1, width - np.arange(width))
+  return np.minimum(y[:, None], x[None, :]).astype(np.float32)
+
+
+def tiled_flow(apply_tile: Callable[[jax.Array], jax.Array], frames: jax.Array,
+               tile: Sequence[int], min_overlap: int) -> jax.Array:
+  """Flow [B, H, W, 2] of frames [B, 2, H, W, 3] of any size, from the flow model at its
+  train_size `tile` = (h, w): `apply_tile` maps tiles [N, 2, h, w, 3] to [N, h, w, 2].
+
+  Overlapping tiles (>= min_overlap pixels) are blended with weights that fall off
+  linearly towards each tile's border (as the published evaluation does, here for any
+  size). Images smaller than the tile are edge-padded to it and the flow cropped back.
+  """
+  b, _, height, width, _ = frames.shape
+  th, tw = tile
+  ph, pw = max(0, th - height), max(0, tw - width)
+  if ph or pw:
+    frames = jnp.pad(frames, [(0, 0), (0, 0), (0, ph), (0, pw), (0, 0)], mode='edge')
+  full_h, full_w = height + ph, width + pw
+  starts = [(y, x) for y in tile_starts(full_h, th, min_overlap)
+            for x in tile_starts(full_w, tw, min_overlap)]
+  tiles = jnp.concatenate([frames[:, :, y:y + th, x:x + tw] for y, x in starts])  # [T*B, ...]
+  flows = apply_tile(tiles).reshape(len(starts), b, th, tw, 2)
+  weights = jnp.asarray(tile_weights(th, tw))[None, :, :, None]                     # [1, h, w, 1]
+  total = jnp.zeros((b, full_h, full_w, 2), flows.dtype)
+  norm = jnp.zeros((1, full_h, full_w, 1), flows.dtype)
+  for i, (y, x) in enumerate(starts):
+    total = total.at[:, y:y + th, x:x + tw].add(flows[i] * weights)
+    norm = norm.at[:, y:y + th, x:x + tw].add(weights)
+  return (total / norm)[:, :height, :width]
 
 def video_autoencoder(*, num_frames: int, image_size: int,
                       audio_samples_per_frame: int, samples_per_patch: int,

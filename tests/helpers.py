@@ -1,4 +1,5 @@
-"""Small helpers shared by the chex-verified block and adapter tests.
+"""Small helpers shared by the chex-verified block and adapter tests, and the loading of
+the conformance fixtures (tests/fixtures/conformance) shared by the zoo and kernel tests.
 
 Imported by putting tests/ on sys.path (pytest runs with --import-mode=importlib, so
 test folders are not packages):
@@ -6,6 +7,9 @@ test folders are not packages):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     import helpers
 """
+import json
+import pathlib
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -83,3 +87,34 @@ def raises_on_init(fn, *args, match: str):
 
 def rand(*shape, seed: int = 0):
   return np.random.RandomState(seed).randn(*shape).astype(np.float32)
+
+
+CONFORMANCE = pathlib.Path(__file__).parent / 'fixtures' / 'conformance'
+CONFORMANCE_CASES = json.loads((CONFORMANCE / 'small_cases.json').read_text())
+
+
+def _two_level(arrays, prefix):
+  tree = {}
+  for key, value in arrays.items():
+    if key.startswith(prefix):
+      module, _, name = key[len(prefix):].rpartition('/')
+      tree.setdefault(module, {})[name] = value
+  return tree
+
+
+def _inputs(arrays):
+  x = {}
+  for key, value in arrays.items():
+    if key.startswith('inputs/'):
+      *outer, last = key.split('/')[1:]
+      (x.setdefault(outer[0], {}) if outer else x)[last] = value
+  return x
+
+
+def conformance_case(name: str):
+  """(case, params, state, inputs, arrays) of the small conformance case `name`: its
+  entry in small_cases.json, the recorded parameter and state trees, the model's keyword
+  inputs, and every array of its .npz (outputs included)."""
+  arrays = dict(np.load(CONFORMANCE / f'{name}.npz'))
+  return (CONFORMANCE_CASES[name], _two_level(arrays, 'params/'),
+          _two_level(arrays, 'state/'), _inputs(arrays), arrays)

@@ -139,3 +139,20 @@ def test_task_command_errors_are_one_line(capsys):
       'perceiver-agents: error: --checkpoint: required (workdir of a byte_lm train run).')
   assert cli.main(['predict', 'optical_flow', '--checkpoint', 'x', 'a.png']) == 2
   assert 'frame2' in capsys.readouterr().err  # The task's own parser.
+
+
+def test_local_preset_is_recorded_and_rebuilt_by_eval(tmp_path, capsys):
+  workdir = str(tmp_path)
+  assert cli.main(['train', 'toy', '--workdir', workdir, '--config.preset=local',
+                   '--config.train.steps=2']) == 0
+  run = json.loads((tmp_path / 'run.json').read_text())
+  assert run['overrides'] == ['preset=local', 'train.steps=2']
+  config = json.loads((tmp_path / 'config.json').read_text())
+  assert config['preset'] == 'local' and config['model']['hidden'] == 8
+  capsys.readouterr()
+  # The checkpoint's model is the preset's (hidden 8, not the default 32): eval must
+  # rebuild it from the record.
+  assert cli.main(['eval', 'toy', '--workdir', workdir]) == 0
+  assert 'evaluated checkpoint 2' in capsys.readouterr().err
+  assert cli.main(['train', 'toy', '--workdir', workdir, '--config.preset=']) == 2
+  assert '--config.preset' in capsys.readouterr().err

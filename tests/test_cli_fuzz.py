@@ -6,6 +6,9 @@ line that names the field; nothing is written to the workdir either way. The num
 cases tried is reported in the terminal summary.
 """
 
+import pathlib
+import sys
+
 import hypothesis
 from hypothesis import strategies as st
 import pytest
@@ -13,6 +16,9 @@ import pytest
 from perceiver_agents import cli
 from perceiver_agents import learner
 from perceiver_agents import tasks
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import fuzzing  # noqa: E402  (tests/fuzzing.py)
 
 
 class Accepted(Exception):
@@ -59,12 +65,11 @@ def arguments(draw):
   return task, args
 
 
-@hypothesis.settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
+@fuzzing.settings(max_examples=150)
 @hypothesis.given(case=arguments())
-def _fuzz(counts, workdir, capsys, monkeypatch, case):
+def _fuzz(cases, workdir, capsys, monkeypatch, case):
   task, args = case
-  counts['cases'] += 1
+  cases.count += 1
   module = tasks.get(task)
 
   def build(config):
@@ -76,7 +81,7 @@ def _fuzz(counts, workdir, capsys, monkeypatch, case):
   try:
     code = cli.main(['train', task, '--workdir', str(workdir)] + args)
   except Accepted:
-    counts['accepted'] += 1
+    cases.built += 1
     return
   except SystemExit as e:  # argparse: a malformed command line.
     code = e.code
@@ -89,12 +94,9 @@ def _fuzz(counts, workdir, capsys, monkeypatch, case):
 
 
 def test_fuzz_config_overrides(tmp_path, capsys, monkeypatch, record_property):
-  counts = {'cases': 0, 'accepted': 0}
-  with monkeypatch.context() as patch:
-    _fuzz(counts, tmp_path / 'run', capsys, patch)  # pylint: disable=no-value-for-parameter
-  record_property('fuzz_cases', f'CLI config overrides={counts["cases"]}')
-  assert counts['cases'] >= 150
-  assert 0 < counts['accepted'] < counts['cases'], counts
+  with fuzzing.Cases(record_property, 'CLI config overrides', at_least=150) as cases:
+    with monkeypatch.context() as patch:
+      _fuzz(cases, tmp_path / 'run', capsys, patch)  # pylint: disable=no-value-for-parameter
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import pickle
+import sys
 
 import jax
 import numpy as np
@@ -16,39 +17,18 @@ import pytest
 
 from perceiver_agents import zoo
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'conformance'
-SMALL = json.loads((FIXTURES / 'small_cases.json').read_text())
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import helpers  # noqa: E402  (tests/helpers.py)
+
+FIXTURES = helpers.CONFORMANCE
+SMALL = helpers.CONFORMANCE_CASES
 FULL = json.loads((FIXTURES / 'full_param_trees.json').read_text())
-
-
-def _two_level(arrays, prefix):
-  tree = {}
-  for key, value in arrays.items():
-    if key.startswith(prefix):
-      module, _, name = key[len(prefix):].rpartition('/')
-      tree.setdefault(module, {})[name] = value
-  return tree
-
-
-def _inputs(arrays):
-  x = {}
-  for key, value in arrays.items():
-    if key.startswith('inputs/'):
-      *outer, last = key.split('/')[1:]
-      (x.setdefault(outer[0], {}) if outer else x)[last] = value
-  return x
+_case = helpers.conformance_case
 
 
 def _shapes(tree):
   return {f'{m}/{n}': list(np.shape(v)) for m, d in tree.items()
           for n, v in d.items()}
-
-
-def _case(name):
-  case = SMALL[name]
-  arrays = dict(np.load(FIXTURES / f'{name}.npz'))
-  return (case, _two_level(arrays, 'params/'), _two_level(arrays, 'state/'),
-          _inputs(arrays), arrays)
 
 
 def _apply(case, params, state, x):
@@ -249,3 +229,32 @@ def test_chunked_whole_clip_decoding_matches_and_stays_small(kv_chunk):
   assert not long_and_wide(lambda p, s, x: f.apply(p, s, None, **x)[0])
   assert (2, 133, 29) in long_and_wide(
       lambda p, s, x: zoo.video_autoencoder(**case['kwargs']).apply(p, s, None, **x)[0])
+
+
+# Tiled flow inference: the flow model at any image size.
+
+
+@pytest.mark.parametrize('size,tile,overlap', [(30, 8, 4), (8, 8, 4), (9, 8, 2), (100, 16, 5)])
+def test_tile_starts_cover_with_overlap(size, tile, overlap):
+  starts = zoo.tile_starts(size, tile, overlap)
+  assert starts[0] == 0 and starts[-1] + tile == max(size, tile)
+  for a, b in zip(starts[:-1], starts[1:]):
+    assert tile - (b - a) >= overlap
+
+
+def test_tile_starts_refuse_an_overlap_as_large_as_the_tile():
+  with pytest.raises(ValueError, match=r'min_overlap must be in \[0, 8\), got 8'):
+    zoo.tile_starts(30, 8, 8)
+
+
+def test_tiled_flow_blends_position_dependent_outputs_exactly():
+  # A "model" whose flow is the frames' own first channel pair reproduces the input
+  # exactly after blending, at any size, iff every tile is put back where it came from.
+  frames = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 23, 37, 3))
+  apply_tile = lambda tiles: tiles[:, 0, :, :, :2]
+  out = zoo.tiled_flow(apply_tile, frames, (8, 12), 4)
+  np.testing.assert_allclose(out, frames[:, 0, :, :, :2], atol=1e-5)
+  small = zoo.tiled_flow(apply_tile, frames[:, :, :5, :7], (8, 12), 4)
+  np.testing.assert_allclose(small, frames[:, 0, :5, :7, :2], atol=1e-5)
+  w = zoo.tile_weights(4, 6)
+  assert w[0, 0] == 1 and w[1, 2] == 2 and w.max() == 2

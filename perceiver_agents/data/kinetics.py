@@ -8,18 +8,22 @@ common downloaders name them, `<youtube_id>_<time_start:06d>_<time_end:06d>.<ext
 Each file holds the trimmed clip, so its time 0 is `time_start` of the annotation.
 
 Class indices are the sorted label names of the annotation file (Kinetics' convention),
-or of an explicit `classes` list.
+or of an explicit `classes` list. Windows of a clip: data/clips.py.
+
+    source = KineticsSource(annotations=..., video_root=..., num_frames=8, fps=25, ...)
+    batch = train_batch(source, seed=0, step=step, batch_size=8)
+    for batch in eval_batches(source, batch_size=8): ...
 """
 
 import csv
 import dataclasses
 import functools
 import os
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from perceiver_agents.data import media
+from perceiver_agents.data import clips, sampling
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v')
 REQUIRED_COLUMNS = ('youtube_id', 'time_start', 'time_end')
@@ -136,38 +140,55 @@ class KineticsSource:
 
   def _decode_uncached(self, i: int):
     """The whole clip i: frames uint8 [T, S, S, 3] at fps, audio float32 [S_a]."""
-    path = self.paths[i]
-    frames = media.read_video(path, fps=self.fps, size=self.image_size)
-    try:
-      audio = media.read_audio(path, sample_rate=self.sample_rate,
-                               resample=self.resample_audio)
-    except ValueError as e:
-      if not (self.silent_if_no_audio and 'no audio stream' in str(e)):
-        raise
-      audio = np.zeros(len(frames) * self.audio_samples_per_frame, np.float32)
-    return frames, audio
+    return clips.decode(self.paths[i], fps=self.fps, size=self.image_size,
+                        sample_rate=self.sample_rate,
+                        audio_samples_per_frame=self.audio_samples_per_frame,
+                        resample_audio=self.resample_audio,
+                        silent_if_no_audio=self.silent_if_no_audio)
 
   def num_windows(self, i: int) -> int:
     """How many distinct window starts (in frames) clip i offers (>= 1)."""
     frames, _ = self._decode(i)
-    return max(1, len(frames) - self.num_frames + 1)
+    return clips.num_windows(len(frames), self.num_frames)
 
   def window(self, i: int, first_frame: int = 0) -> dict:
     """Clip i from frame `first_frame`: {'image': float32 [T, S, S, 3] in [0, 1],
     'audio': float32 [T * audio_samples_per_frame, 1], 'label': int32 []}."""
     frames, audio = self._decode(i)
-    pad = 'edge' if self.pad_short else 'error'
-    name = f'{self.paths[i]} (from frame {first_frame})'
-    frames = media.fit_length(frames[first_frame:], self.num_frames, pad=pad, name=name)
-    n_audio = self.num_frames * self.audio_samples_per_frame
-    start = first_frame * self.audio_samples_per_frame
-    audio = media.fit_length(audio[start:], n_audio,
-                             pad='zeros' if self.pad_short else 'error',
-                             name=f'{name}, audio')
-    return {'image': frames.astype(np.float32) / 255.0,
-            'audio': audio[:, None].astype(np.float32),
-            'label': np.int32(self.labels[i])}
+    example = clips.window(frames, audio, first_frame=first_frame,
+                           num_frames=self.num_frames,
+                           audio_samples_per_frame=self.audio_samples_per_frame,
+                           pad_short=self.pad_short,
+                           name=f'{self.paths[i]} (from frame {first_frame})')
+    return dict(example, label=np.int32(self.labels[i]))
 
   def batch(self, indices: Sequence[int], first_frames: Sequence[int]) -> dict:
+    """Clips `indices` from `first_frames`: {'image' [B, T, S, S, 3], 'audio' [B, T * A, 1],
+    'label' int32 [B]}."""
     examples = [self.window(int(i), int(f)) for i, f in zip(indices, first_frames)]
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def train_batch(source: KineticsSource, *, seed: int, step: int, batch_size: int,
+                random_start: bool = True) -> dict:
+  """Training batch `step` of `source` (see KineticsSource.batch), a pure function of
+  (seed, step): clips drawn epoch by epoch (data/sampling.py), each window starting at a
+  random frame of its clip (random_start) or at its first frame."""
+  idx = sampling.batch_indices(seed=seed, step=step, batch_size=batch_size,
+                               num_examples=len(source))
+  if random_start:
+    rng = sampling.step_rng(seed, step)
+    starts = [int(rng.integers(source.num_windows(int(i)))) for i in idx]
+  else:
+    starts = [0] * len(idx)
+  return source.batch(idx, starts)
+
+
+def eval_batches(source: KineticsSource, *, batch_size: int,
+                 max_clips: int = 0) -> Iterator[dict]:
+  """The first window of every clip (of the first max_clips; 0: all), in file order, in
+  batches of at most batch_size."""
+  num = len(source) if not max_clips else min(max_clips, len(source))
+  for first in range(0, num, batch_size):
+    idx = range(first, min(first + batch_size, num))
+    yield source.batch(idx, [0] * len(idx))

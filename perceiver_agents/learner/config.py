@@ -15,6 +15,9 @@ def default_config() -> ml_collections.ConfigDict:
   """Learner settings shared by all tasks; tasks change values, not the layout."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # A named variant of the task's config ('local': small, < 1 minute on 2 cores); its
+  # overrides come before the run's own (tasks/base.py: make_config).
+  config.preset = ''
 
   config.train = ml_collections.ConfigDict()
   config.train.steps = 1000             # Loop steps (micro-batches with accumulation).

@@ -3,12 +3,23 @@
 A task lives in one module of perceiver_agents/tasks/ that follows `TaskModule`:
 
     get_config() -> ml_collections.ConfigDict   # learner.default_config() + model/data
+    PRESETS = {'local': ('model.x=...', ...)}      # named variants, as config overrides
     build(config) -> Task
     build_model(config) -> hk.TransformedWithState   # optional: the model, without data
     predict(command) -> int, generate(command) -> int  # optional: `perceiver-agents predict`
 
 and is registered by name in perceiver_agents/tasks/__init__.py (a test checks every
 registered task against the protocol).
+
+Every run's config comes from `make_config(module, overrides)`: `get_config()`, then the
+overrides of the preset that `preset=NAME` selects, then `overrides` themselves, so any
+`--config.*` beats the preset. Each task declares `PRESETS['local']`: a small variant
+that trains end to end in under a minute on 2 CPU cores (big_vision's `runlocal`),
+
+    perceiver-agents train digits --workdir /tmp/d --config.preset=local
+
+and `preset=local`, an override like any other, is recorded in the run (tasks/workdir.py)
+so that resuming, `eval` and `predict` rebuild the same config.
 """
 
 import dataclasses
@@ -52,7 +63,13 @@ class Task:
 
 @runtime_checkable
 class TaskModule(Protocol):
-  """What every registered task module provides (checked for each by a test)."""
+  """What every registered task module provides (checked for each by a test).
+
+  PRESETS: {name: overrides ('FIELD=VALUE' strings)} applied by `make_config` when the
+  run sets `preset=name`; every task has 'local' (see the module docstring).
+  """
+
+  PRESETS: Mapping[str, Sequence[str]]
 
   def get_config(self) -> ml_collections.ConfigDict:
     """The task's defaults: learner.default_config() plus `model` and `data` sections."""
@@ -67,6 +84,40 @@ class ModelBuilder(Protocol):
 
   def build_model(self, config: ml_collections.ConfigDict) -> hk.TransformedWithState:
     ...
+
+
+LOCAL = 'local'  # The preset every task declares.
+
+
+def preset_of(overrides: Sequence[str]) -> str:
+  """The preset that `overrides` select ('' for none): the last `preset=NAME`."""
+  name = ''
+  for item in overrides:
+    path, _, value = item.partition('=')
+    if path == 'preset':
+      name = value
+  return name
+
+
+def make_config(module: Any, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """module.get_config(), the selected preset's overrides, then `overrides` on top.
+
+  Raises:
+    ValueError: naming --config.preset for a preset the task does not declare, or the
+      field of a bad override (learner.config.apply_overrides).
+  """
+  # Imported here: `perceiver_agents.tasks` is imported by the CLI before it quiets the
+  # libraries that the learner loads (startup.quiet_libraries).
+  from perceiver_agents.learner.config import apply_overrides  # pylint: disable=g-import-not-at-top
+  config = module.get_config()
+  name = preset_of(overrides) or config.get('preset', '')
+  if name:
+    presets = getattr(module, 'PRESETS', {})
+    if name not in presets:
+      raise ValueError(f'--config.preset: unknown preset {name!r}; this task has '
+                       f'{sorted(presets)}.')
+    apply_overrides(config, list(presets[name]) + [f'preset={name}'])
+  return apply_overrides(config, list(overrides))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,14 @@ NUM_CLASSES = 10
 IMAGE_SIZE = 8
 
 
+# The small variant (--config.preset=local, tasks/base.py): trains end to end in under a
+# minute on 2 CPU cores.
+PRESETS = {'local': (
+    'model.num_latents=16', 'model.num_latent_channels=32',
+    'model.num_self_attends_per_block=1', 'model.num_bands=4', 'train.steps=300',
+    'optimizer.warmup_steps=30', 'train.log_every=50', 'eval.every=0', 'checkpoint.every=0')}
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
   config.train.steps = 6000

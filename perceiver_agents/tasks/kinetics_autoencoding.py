@@ -21,7 +21,8 @@ Configs:
     frame, patches of 16), 700 classes; model.num_latents = 784 / 392 / 196 gives the
     88x / 176x / 352x compression models (784 is the released checkpoint).
 
-Data: Kinetics annotation CSVs + video folders (perceiver_agents.data.kinetics):
+Data: Kinetics annotation CSVs + video folders (perceiver_agents.data.kinetics; windows of
+a clip: data/clips.py):
 
     perceiver-agents train kinetics_autoencoding --workdir runs/kae \\
         --config.data.train_annotations=kinetics700_2020/train.csv \\
@@ -51,14 +52,26 @@ import optax
 
 from perceiver_agents import zoo
 from perceiver_agents.blocks import chunking
+from perceiver_agents.data import clips
 from perceiver_agents.data import kinetics as kinetics_data
 from perceiver_agents.data import media
-from perceiver_agents.data import sampling
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import workdir as workdir_lib
-from perceiver_agents.tasks.base import CommandArgs, Task
+from perceiver_agents.tasks.base import CommandArgs, Task, make_config
 
 PUBLISHED_LATENTS = {784: '88x', 392: '176x', 196: '352x'}
+
+
+# The small variant (--config.preset=local, tasks/base.py): trains end to end in under a
+# minute on 2 CPU cores.
+PRESETS = {'local': (
+    'model.num_frames=4', 'model.image_size=16', 'model.num_latents=8',
+    'model.num_latent_channels=16', 'model.num_self_attends_per_block=1',
+    'model.num_self_attend_heads=2', 'model.decoder_num_channels=16',
+    'model.audio_num_bands=4', 'model.image_num_bands=2', 'model.train_image_queries=64',
+    'model.train_audio_queries=8', 'model.eval_decode_chunk_size=300',
+    'data.eval_max_clips=16', 'train.batch_size=2', 'eval.batch_size=2',
+    'train.steps=20', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -282,22 +295,13 @@ def build(config: ml_collections.ConfigDict) -> Task:
             'label_top1': top1.astype(jnp.float32)}
 
   def train_batch(step: int) -> dict:
-    idx = sampling.batch_indices(seed=config.seed, step=step,
-                                 batch_size=config.train.batch_size, num_examples=len(train))
-    if d.random_start:
-      rng = sampling.step_rng(config.seed, step)
-      starts = [int(rng.integers(train.num_windows(int(i)))) for i in idx]
-    else:
-      starts = [0] * len(idx)
-    return train.batch(idx, starts)
-
-  num_eval = len(evaluation) if not d.eval_max_clips else min(d.eval_max_clips,
-                                                              len(evaluation))
+    return kinetics_data.train_batch(train, seed=config.seed, step=step,
+                                     batch_size=config.train.batch_size,
+                                     random_start=d.random_start)
 
   def eval_batches(size: int):
-    for first in range(0, num_eval, size):
-      idx = range(first, min(first + size, num_eval))
-      yield evaluation.batch(idx, [0] * len(idx))
+    return kinetics_data.eval_batches(evaluation, batch_size=size,
+                                      max_clips=d.eval_max_clips)
 
   return Task(model=model, loss=loss, metrics=metrics, train_batch=train_batch,
               eval_batches=eval_batches)
@@ -339,11 +343,8 @@ def predict(command: CommandArgs) -> int:
   if os.path.isdir(checkpoint):
     config = workdir_lib.run_config(module, checkpoint, overrides)
   else:
-    from perceiver_agents.learner.config import apply_overrides  # pylint: disable=g-import-not-at-top
-    config = get_config()
-    config.model.size = 'published'
-    config.data.sample_rate = 48000
-    apply_overrides(config, overrides)
+    config = make_config(module, ['model.size=published', 'data.sample_rate=48000'] +
+                         overrides)
   classes = _read_classes(known.classes or config.data.classes_file) if (
       known.classes or config.data.classes_file) else None
   if classes is None and config.data.train_annotations and os.path.exists(
@@ -366,21 +367,14 @@ def predict(command: CommandArgs) -> int:
             'audio': np.zeros((1, t * a, 1), np.float32), 'label': np.zeros(1, np.int32)}
   params, state = _load_params(checkpoint, model, config, kwargs, sample)
 
-  pad = 'edge' if d.pad_short else 'error'
-  frames = media.fit_length(
-      media.read_video(known.video, fps=d.fps, size=s, start=known.start, max_frames=t),
-      t, pad=pad, name=known.video)
-  try:
-    audio = media.read_audio(known.video, sample_rate=d.sample_rate, start=known.start,
-                             resample=d.resample_audio)
-  except ValueError as e:
-    if 'no audio stream' not in str(e):
-      raise
-    audio = np.zeros(t * a, np.float32)
-  audio = media.fit_length(audio, t * a, pad='zeros' if d.pad_short else 'error',
-                           name=f'{known.video} (audio)')
-  batch = {'image': frames[None].astype(np.float32) / 255.0,
-           'audio': audio[None, :, None].astype(np.float32),
+  frames, audio = clips.decode(
+      known.video, fps=d.fps, size=s, sample_rate=d.sample_rate, audio_samples_per_frame=a,
+      resample_audio=d.resample_audio, silent_if_no_audio=True, start=known.start,
+      max_frames=t)
+  window = clips.window(frames, audio, first_frame=0, num_frames=t,
+                        audio_samples_per_frame=a, pad_short=d.pad_short, name=known.video)
+  audio = window['audio'][:, 0]
+  batch = {'image': window['image'][None], 'audio': window['audio'][None],
            'label': np.zeros(1, np.int32)}
   out, _ = jax.jit(lambda p, st, b: model.apply(p, st, jax.random.PRNGKey(0), b,
                                                 is_training=False))(params, state, batch)

@@ -61,6 +61,16 @@ SOURCES = ('files', 'c4', 'wikipedia', 'c4+wikipedia')
 TASK_NAME = 'mlm'
 
 
+# The small variant (--config.preset=local, tasks/base.py): trains end to end in under a
+# minute on 2 CPU cores.
+PRESETS = {'local': (
+    'model.max_seq_len=32', 'model.d_model=16', 'model.num_latents=4',
+    'model.num_latent_channels=16', 'model.num_self_attends=1', 'model.qk_channels=8',
+    'model.num_self_attend_heads=2', 'model.num_cross_attend_heads=2',
+    'data.eval_windows=16', 'train.batch_size=4', 'eval.batch_size=4', 'train.steps=50',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
   config.train.steps = 5000

@@ -2,10 +2,9 @@
 
 The model sees two frames of the training size (3x3 patches of both, Fourier positions) and
 decodes a flow vector per pixel. Any other image size is handled by overlapping tiles of
-the training size, blended with weights that fall off linearly towards each tile's border
-(as the published evaluation does; here for arbitrary sizes, min overlap model.min_overlap).
+the training size (zoo.tiled_flow, min overlap model.min_overlap).
 
-Data (data.source / data.eval_source):
+Data (data.source / data.eval_source; batches: data/flow_batches.py):
   procedural     textured layers moving with known flow (data/procedural_flow.py), a pure
                  function of (seed, index); eval pairs come from a different seed.
   sintel_clean, sintel_final, kitti, chairs   the real layouts under data.root / eval_root
@@ -22,10 +21,9 @@ with EPE > 3 px and > 5% of the true flow's length).
 
 import argparse
 import copy
-import functools
 import json
 import sys
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator
 
 import haiku as hk
 import jax
@@ -34,14 +32,22 @@ import ml_collections
 import numpy as np
 
 from perceiver_agents import zoo
-from perceiver_agents.data import flow_augment, flow_formats, flow_viz, procedural_flow, sampling
+from perceiver_agents.data import flow_batches, flow_formats, flow_viz
 from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks import pretrained
 from perceiver_agents.tasks import workdir as workdir_lib
 from perceiver_agents.tasks.base import CommandArgs, Task
 
-SOURCES = ('procedural',) + tuple(flow_formats.DATASETS)
-EVAL_SEED_OFFSET = 1_000_003  # Procedural eval pairs: seed + this (never trained on).
+
+# The small variant (--config.preset=local, tasks/base.py): trains end to end in under a
+# minute on 2 CPU cores.
+PRESETS = {'local': (
+    'model.train_size=(8,12)', 'model.num_bands=4', 'model.num_latents=8',
+    'model.num_latent_channels=16', 'model.num_self_attends=1',
+    'model.num_self_attend_heads=2', 'model.min_overlap=4', 'data.margin=4',
+    'data.max_displacement=2.0', 'data.num_eval=8', 'train.batch_size=2',
+    'eval.batch_size=2', 'train.steps=50',
+    'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -112,50 +118,6 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
   return kwargs
 
 
-# ----------------------------------------------------------------------------- tiling
-
-
-def tile_starts(size: int, tile: int, min_overlap: int) -> List[int]:
-  """Start offsets of tiles of length `tile` covering [0, size) with >= min_overlap overlap."""
-  if size <= tile:
-    return [0]
-  if not 0 <= min_overlap < tile:
-    raise ValueError(f'model.min_overlap must be in [0, {tile}), got {min_overlap}.')
-  count = int(np.ceil((size - min_overlap) / (tile - min_overlap)))
-  return [int(round(s)) for s in np.linspace(0, size - tile, count)]
-
-
-def tile_weights(height: int, width: int) -> np.ndarray:
-  """Blending weights [h, w]: 1 + distance to the nearest tile border (a pyramid)."""
-  y = np.minimum(np.arange(height) + 1, height - np.arange(height))
-  x = np.minimum(np.arange(width) + 1, width - np.arange(width))
-  return np.minimum(y[:, None], x[None, :]).astype(np.float32)
-
-
-def tiled(apply_tile, frames: jax.Array, tile: Tuple[int, int], min_overlap: int) -> jax.Array:
-  """Flow of frames [B, 2, H, W, 3] of any size from `apply_tile` on [N, 2, h, w, 3] tiles.
-
-  Images smaller than the tile are edge-padded to it and the flow cropped back.
-  """
-  b, _, height, width, _ = frames.shape
-  th, tw = tile
-  ph, pw = max(0, th - height), max(0, tw - width)
-  if ph or pw:
-    frames = jnp.pad(frames, [(0, 0), (0, 0), (0, ph), (0, pw), (0, 0)], mode='edge')
-  full_h, full_w = height + ph, width + pw
-  starts = [(y, x) for y in tile_starts(full_h, th, min_overlap)
-            for x in tile_starts(full_w, tw, min_overlap)]
-  tiles = jnp.concatenate([frames[:, :, y:y + th, x:x + tw] for y, x in starts])  # [T*B, ...]
-  flows = apply_tile(tiles).reshape(len(starts), b, th, tw, 2)
-  weights = jnp.asarray(tile_weights(th, tw))[None, :, :, None]                     # [1, h, w, 1]
-  total = jnp.zeros((b, full_h, full_w, 2), flows.dtype)
-  norm = jnp.zeros((1, full_h, full_w, 1), flows.dtype)
-  for i, (y, x) in enumerate(starts):
-    total = total.at[:, y:y + th, x:x + tw].add(flows[i] * weights)
-    norm = norm.at[:, y:y + th, x:x + tw].add(weights)
-  return (total / norm)[:, :height, :width]
-
-
 def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """apply(params, state, rng, batch, is_training) -> flow [B, H, W, 2].
 
@@ -180,7 +142,7 @@ def build_model(config: ml_collections.ConfigDict) -> hk.TransformedWithState:
     if is_training:
       raise ValueError(f'training frames must be {tile}, got {tuple(frames.shape[2:4])}.')
     apply_tile = lambda x: net.apply(params, rng, x, is_training=False)
-    return tiled(apply_tile, frames, tile, min_overlap), state
+    return zoo.tiled_flow(apply_tile, frames, tile, min_overlap), state
 
   model = hk.TransformedWithState(init=init, apply=apply)
   if config.model.init_checkpoint:
@@ -226,74 +188,22 @@ def metrics(flow, batch):
 # ------------------------------------------------------------------------------- data
 
 
-def normalize(frames: np.ndarray) -> np.ndarray:
-  """Frames in [0, 255] -> float32 in [-1, 1] (the published model's input range)."""
-  return (np.asarray(frames, np.float32) / 255.0 * 2.0 - 1.0).astype(np.float32)
-
-
-def _stack(examples: Sequence[dict]) -> dict:
-  return {'frames': normalize(np.stack([e['frames'] for e in examples])),
-          'flow': np.stack([e['flow'] for e in examples]).astype(np.float32),
-          'valid': np.stack([e['valid'] for e in examples])}
-
-
-def _pairs(source: str, root: str, what: str) -> List[flow_formats.FlowPair]:
-  if not root:
-    raise ValueError(f'data.{what}: source {source!r} needs the dataset folder '
-                     f'(--config.data.{what}=PATH).')
-  return flow_formats.DATASETS[source](root)
-
-
 def build(config: ml_collections.ConfigDict) -> Task:
   d = config.data
   for name in ('source', 'eval_source'):
-    if d[name] not in SOURCES:
-      raise ValueError(f'data.{name} must be one of {SOURCES}, got {d[name]!r}.')
+    flow_batches.check_source(d[name], name=f'data.{name}')
   tile = tuple(model_kwargs(config)['train_size'])
-  augment = functools.partial(flow_augment.augment, out_size=tile,
-                              scale_range=tuple(d.scale_range), flip=d.flip,
-                              photometric_strength=d.photometric)
-  batch_size = config.train.batch_size
-
-  if d.source == 'procedural':
-    def train_example(step: int, j: int) -> dict:
-      index = step * batch_size + j
-      pair = procedural_flow.make_pair(
-          seed=config.seed, index=index, height=tile[0] + d.margin,
-          width=tile[1] + d.margin, max_displacement=d.max_displacement)
-      return augment(pair, np.random.default_rng([config.seed, index, 7]))
-  else:
-    train_pairs = _pairs(d.source, d.root, 'root')
-
-    def train_example(step: int, j: int) -> dict:
-      idx = sampling.batch_indices(seed=config.seed, step=step, batch_size=batch_size,
-                                   num_examples=len(train_pairs))[j]
-      example = flow_formats.load_pair(train_pairs[idx])
-      return augment(example, np.random.default_rng([config.seed, step, j, 7]))
-
-  def train_batch(step: int) -> dict:
-    return _stack([train_example(step, j) for j in range(batch_size)])
-
-  def eval_examples() -> Iterator[dict]:
-    if d.eval_source == 'procedural':
-      size = tuple(d.eval_size) if tuple(d.eval_size) != (0, 0) else tile
-      for i in range(d.num_eval):
-        yield procedural_flow.make_pair(
-            seed=config.seed + EVAL_SEED_OFFSET, index=i, height=size[0], width=size[1],
-            max_displacement=d.max_displacement)
-    else:
-      for pair in _pairs(d.eval_source, d.eval_root, 'eval_root'):
-        yield flow_formats.load_pair(pair)
+  train_batch = flow_batches.train_batches(
+      source=d.source, root=d.root, seed=config.seed, batch_size=config.train.batch_size,
+      out_size=tile, margin=d.margin, max_displacement=d.max_displacement,
+      scale_range=tuple(d.scale_range), flip=d.flip, photometric=d.photometric)
+  eval_size = tuple(d.eval_size) if tuple(d.eval_size) != (0, 0) else tile
 
   def eval_batches(size: int) -> Iterator[dict]:
-    group = []   # Consecutive examples of one image size.
-    for example in eval_examples():
-      if group and (len(group) == size or group[0]['flow'].shape != example['flow'].shape):
-        yield _stack(group)
-        group = []
-      group.append(example)
-    if group:
-      yield _stack(group)
+    examples = flow_batches.eval_examples(
+        source=d.eval_source, root=d.eval_root, seed=config.seed, num_eval=d.num_eval,
+        size=eval_size, max_displacement=d.max_displacement)
+    return flow_batches.eval_batches(examples, size)
 
   return Task(model=build_model(config), loss=loss, metrics=metrics,
               train_batch=train_batch, eval_batches=eval_batches)
@@ -315,17 +225,15 @@ def make_predictor(config: ml_collections.ConfigDict, params, state):
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[0] != 2 or frames.shape[-1] != 3:
       raise ValueError(f'frames must be [2, H, W, 3], got {frames.shape}.')
-    return np.asarray(run(normalize(frames)[None]))[0]
+    return np.asarray(run(flow_batches.normalize(frames)[None]))[0]
 
   return predict_flow
 
 
 def _zero_batch(config: ml_collections.ConfigDict) -> dict:
   """A batch of zeros with the shapes of config's training batches."""
-  b, tile = config.train.batch_size, tuple(model_kwargs(config)['train_size'])
-  return {'frames': np.zeros((b, 2) + tile + (3,), np.float32),
-          'flow': np.zeros((b,) + tile + (2,), np.float32),
-          'valid': np.ones((b,) + tile, bool)}
+  return flow_batches.zero_batch(config.train.batch_size,
+                                 tuple(model_kwargs(config)['train_size']))
 
 
 def predict(command: CommandArgs) -> int:

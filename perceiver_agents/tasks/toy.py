@@ -21,6 +21,12 @@ from perceiver_agents.learner.config import default_config
 from perceiver_agents.tasks.base import Task
 
 
+# The small variant (--config.preset=local, tasks/base.py).
+PRESETS = {'local': (
+    'model.hidden=8', 'data.num_train=64', 'data.num_eval=32', 'train.batch_size=8',
+    'train.steps=20', 'train.log_every=10', 'eval.every=0', 'checkpoint.every=0')}
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = default_config()
   config.train.steps = 100

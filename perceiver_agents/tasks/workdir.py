@@ -25,8 +25,8 @@ from perceiver_agents.learner import checkpoint as checkpoint_lib
 from perceiver_agents.learner import optim
 from perceiver_agents.learner import sharding as sharding_lib
 from perceiver_agents.learner import update as update_lib
-from perceiver_agents.learner.config import apply_overrides
 from perceiver_agents.learner.loop import CHECKPOINT_DIR, warn
+from perceiver_agents.tasks import base
 from perceiver_agents.tasks import pretrained
 
 RUN_FILE = 'run.json'  # The run record: see read_run / record_run.
@@ -75,8 +75,8 @@ def run_overrides(workdir: str, new: Sequence[str] = (), *,
 
   Args:
     task: refuse a workdir whose record names another task.
-    resuming: `train` continuing from checkpoints; a new value for a `model.*` field
-      is refused (the checkpoint would not fit the changed model).
+    resuming: `train` continuing from checkpoints; a new value for a `model.*` field or
+      for `preset` is refused (the checkpoint would not fit the changed model).
   """
   run = read_run(workdir)
   if task is not None and run.get('task', task) != task:
@@ -86,7 +86,7 @@ def run_overrides(workdir: str, new: Sequence[str] = (), *,
     before = dict((_path(o), o) for o in recorded)
     for item in new:
       path = _path(item)
-      if path.startswith('model.') and before.get(path) != item:
+      if (path.startswith('model.') or path == 'preset') and before.get(path) != item:
         was = before[path].split('=', 1)[1] if path in before else "the task's default"
         raise ValueError(
             f'--config.{path}: {workdir} holds checkpoints of a model trained with '
@@ -97,11 +97,11 @@ def run_overrides(workdir: str, new: Sequence[str] = (), *,
 
 def run_config(module: Any, workdir: str, overrides: Sequence[str] = (), *,
                task: Optional[str] = None) -> ml_collections.ConfigDict:
-  """module.get_config() with the run's recorded overrides, then `overrides` on top.
+  """base.make_config(module, ...) of the run's recorded overrides, then `overrides` on top.
 
   With `task`, a workdir whose run.json records another task is refused.
   """
-  return apply_overrides(module.get_config(), run_overrides(workdir, overrides, task=task))
+  return base.make_config(module, run_overrides(workdir, overrides, task=task))
 
 
 def record_run(workdir: str, *, task: str, command: str, new: Sequence[str],
@@ -178,7 +178,7 @@ def load_for_predict(module: Any, task: str, checkpoint: str, overrides: Sequenc
     params, state = restore(module.build_model(config), config, checkpoint,
                             sample_batch(config), overrides=overrides)
     return config, params, state
-  config = apply_overrides(module.get_config(), list(overrides))
+  config = base.make_config(module, list(overrides))
   config.model.init_checkpoint = ''
   params, state = pretrained.load_checked(checkpoint, module.build_model(config))
   return config, params, state

@@ -19,15 +19,3 @@ def tiny_agent_config():
   c.core_size = 8
   return c
 
-
-TINY_OVERRIDES = [
-    'agent.embedding_size=8', 'agent.entity_size=8', 'agent.num_latents=4',
-    'agent.spatial_num_latents=4', 'agent.num_channels=8', 'agent.num_layers=1',
-    'agent.num_heads=2', 'agent.torso_size=16', 'agent.core_size=8',
-    'impala.unroll_length=3', 'train.batch_size=2', 'eval.batch_size=2',
-    'train.progress_bar=false', 'checkpoint.every=0']
-
-
-@pytest.fixture
-def tiny_overrides():
-  return list(TINY_OVERRIDES)

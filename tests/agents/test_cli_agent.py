@@ -6,10 +6,11 @@ from perceiver_agents import cli
 from perceiver_agents.learner import read_metrics
 
 
-def test_train_agent_on_entity_micro_and_resume(tmp_path, tiny_overrides, capsys):
+def test_train_agent_on_entity_micro_and_resume(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   args = ['train', 'agent', '--workdir', workdir, '--config.env=entity_micro',
-          '--config.agent.encoder=mlp'] + [f'--config.{o}' for o in tiny_overrides]
+          '--config.agent.encoder=mlp', '--config.preset=local',
+          '--config.train.progress_bar=false']
   assert cli.main(args + ['--config.train.steps=2']) == 0
   assert cli.main(args + ['--config.train.steps=3']) == 0
   out = capsys.readouterr()

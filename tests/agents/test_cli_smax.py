@@ -16,15 +16,13 @@ from perceiver_agents import cli
 from perceiver_agents.learner import metrics as metrics_lib
 
 STEPS = 12
-TINY = ['--config.env.map=3m', '--config.agent.encoder=perceiver_io',
-        '--config.agent.hidden_size=16', '--config.agent.num_channels=8',
-        '--config.agent.num_latents=2', '--config.agent.num_heads=2',
-        '--config.agent.embedding_size=8', '--config.agent.entity_size=8',
-        '--config.rl.num_envs=2', '--config.rl.unroll_length=4', '--config.rl.epochs=1',
-        '--config.rl.num_minibatches=1', '--config.rl.env_steps=0',
+# The local preset, smaller still where compilation dominates, and 2 envs x 4 steps.
+TINY = ['--config.preset=local', '--config.env.map=3m', '--config.agent.encoder=perceiver_io',
+        '--config.agent.num_channels=8', '--config.agent.num_latents=2',
+        '--config.agent.num_heads=2', '--config.agent.embedding_size=8',
+        '--config.agent.entity_size=8', '--config.rl.num_envs=2',
         f'--config.train.steps={STEPS}', '--config.train.log_every=1',
-        '--config.checkpoint.every=0', '--config.train.progress_bar=false',
-        '--config.eval.episodes=2']
+        '--config.train.progress_bar=false', '--config.eval.episodes=2']
 
 # `train smax` with each update slowed down, so that the signal lands mid-run.
 _SLOW_TRAIN = r'''

@@ -69,3 +69,23 @@ def test_bad_annotations_and_config(tmp_path):
   os.makedirs(tmp_path / 'videos')
   with pytest.raises(ValueError, match='none of the 1 clips'):
     _source(str(tmp_path), annotations=str(good))
+
+
+def test_train_and_eval_batches_are_pure_in_seed_and_step(tmp_path):
+  root = str(tmp_path)
+  synthetic_media.write_kinetics_like(root, num_clips=3, classes=CLASSES, seconds=0.4,
+                                      fps=25, size=32, sample_rate=16000)
+  source = _source(root)
+  batch = kinetics.train_batch(source, seed=0, step=1, batch_size=2)
+  again = kinetics.train_batch(source, seed=0, step=1, batch_size=2)
+  for k in batch:
+    np.testing.assert_array_equal(batch[k], again[k])
+  assert batch['image'].shape == (2, 4, 16, 16, 3) and batch['label'].shape == (2,)
+  first = kinetics.train_batch(source, seed=0, step=1, batch_size=2, random_start=False)
+  idx = kinetics.sampling.batch_indices(seed=0, step=1, batch_size=2, num_examples=3)
+  np.testing.assert_array_equal(first['image'], source.batch(idx, [0, 0])['image'])
+  evals = list(kinetics.eval_batches(source, batch_size=2))
+  assert [len(b['label']) for b in evals] == [2, 1]
+  np.testing.assert_array_equal(evals[1]['image'], source.batch([2], [0])['image'])
+  assert [len(b['label']) for b in kinetics.eval_batches(source, batch_size=2,
+                                                          max_clips=1)] == [1]

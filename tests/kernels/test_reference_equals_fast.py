@@ -1,41 +1,24 @@
 """The two kernel implementations of blocks/ops.py compute the same published models.
 
-For every small conformance case (tests/fixtures/conformance, see tests/test_zoo.py):
+For every small conformance case (tests/fixtures/conformance, via tests/helpers.py):
 the same parameter tree under 'reference' and 'fast', and equal outputs and parameter
 gradients within float32 tolerance.
 """
-import json
 import pathlib
+import sys
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from perceiver_agents import kernels
 from perceiver_agents import zoo
 
-FIXTURES = pathlib.Path(__file__).parents[1] / 'fixtures' / 'conformance'
-SMALL = json.loads((FIXTURES / 'small_cases.json').read_text())
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import helpers  # noqa: E402  (tests/helpers.py)
 
-
-def _two_level(arrays, prefix):
-  tree = {}
-  for key, value in arrays.items():
-    if key.startswith(prefix):
-      module, _, name = key[len(prefix):].rpartition('/')
-      tree.setdefault(module, {})[name] = value
-  return tree
-
-
-def _inputs(arrays):
-  x = {}
-  for key, value in arrays.items():
-    if key.startswith('inputs/'):
-      *outer, last = key.split('/')[1:]
-      (x.setdefault(outer[0], {}) if outer else x)[last] = value
-  return x
+SMALL = helpers.CONFORMANCE_CASES
 
 
 def _loss_fn(case, x):
@@ -58,10 +41,7 @@ def _loss_fn(case, x):
 
 @pytest.mark.parametrize('name', sorted(SMALL))
 def test_outputs_and_gradients_equal_under_both(name):
-  case = SMALL[name]
-  arrays = dict(np.load(FIXTURES / f'{name}.npz'))
-  params, state, x = _two_level(arrays, 'params/'), _two_level(arrays, 'state/'), _inputs(
-      arrays)
+  case, params, state, x, _ = helpers.conformance_case(name)
   results, trees = {}, {}
   for impl in kernels.IMPLEMENTATIONS:
     with kernels.use(impl):

@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from perceiver_agents import cli, learner
+from perceiver_agents import cli
 from perceiver_agents.data import synthetic_media
-from perceiver_agents.tasks import audioset
+from perceiver_agents.tasks import audioset, base
 
-TINY = ['model.num_latents=8', 'model.num_latent_channels=16',
-        'model.num_self_attends_per_block=1', 'model.num_self_attend_heads=2',
-        'model.num_bands=2', 'model.num_mels=16', 'model.image_size=16',
-        'data.clip_seconds=0.256', 'train.batch_size=2', 'eval.batch_size=4',
-        'train.progress_bar=false', 'train.log_every=1', 'checkpoint.every=0',
-        'eval.every=0']
+TINY = ['preset=local', 'train.progress_bar=false', 'train.log_every=1']
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +63,7 @@ def test_input_variants_build_and_run(files, extra, keys):
   overrides = _overrides(files, extra)
   overrides[0:2] = [f'data.train_segments={files}/train/segments.csv',
                     f'data.eval_segments={files}/train/segments.csv']
-  config = learner.apply_overrides(audioset.get_config(), overrides)
+  config = base.make_config(audioset, overrides)
   task = audioset.build(config)
   batch = task.train_batch(0)
   assert {k: v.shape for k, v in batch.items() if k != 'labels'} == keys
@@ -92,7 +87,7 @@ def test_lrap_matches_sklearn():
 
 
 def test_bad_inputs(files, tmp_path):
-  config = learner.apply_overrides(audioset.get_config(), _overrides(files))
+  config = base.make_config(audioset, _overrides(files))
   config.data.clip_seconds = 2.0  # Longer than the 0.5 s files.
   task = audioset.build(config)
   with pytest.raises(ValueError, match=r'syn\d+.wav \(samples\): has 8000 entries, shorter '
@@ -114,7 +109,7 @@ def test_bad_inputs(files, tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
   (empty / 'syn01000000.wav').write_bytes(b'')
-  config = learner.apply_overrides(audioset.get_config(), _overrides(files))
+  config = base.make_config(audioset, _overrides(files))
   config.data.audio_root = str(empty)
   config.data.train_segments = f'{files}/eval/segments.csv'
   with pytest.raises(ValueError, match='syn01000000.wav: file is empty'):

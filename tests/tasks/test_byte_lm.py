@@ -82,11 +82,8 @@ def test_bad_data_config(corpus, tmp_path):
 def test_train_then_generate_from_the_command_line(corpus, tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   files = str(corpus / '*.txt')
-  overrides = [f'--config.data.files={files}', '--config.data.eval_fraction=0.25',
-               '--config.model.max_context=32', '--config.model.num_latents=8',
-               '--config.model.num_channels=16', '--config.model.num_heads=2',
-               '--config.model.num_cross_heads=1', '--config.model.num_layers=1',
-               '--config.train.batch_size=4', '--config.eval.batch_size=16',
+  overrides = ['--config.preset=local', f'--config.data.files={files}',
+               '--config.data.eval_fraction=0.25',
                '--config.train.steps=4', '--config.train.progress_bar=false',
                '--config.eval.every=0', '--config.checkpoint.every=0']
   assert cli.main(['train', 'byte_lm', '--workdir', workdir] + overrides) == 0
@@ -118,11 +115,8 @@ def test_train_then_generate_from_the_command_line(corpus, tmp_path, capsys):
 def test_generate_from_a_run_whose_latest_checkpoint_is_damaged(corpus, tmp_path, capsys):
   import os  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
-  overrides = [f'--config.data.files={corpus / "*.txt"}', '--config.data.eval_fraction=0.25',
-               '--config.model.max_context=32', '--config.model.num_latents=8',
-               '--config.model.num_channels=16', '--config.model.num_heads=2',
-               '--config.model.num_cross_heads=1', '--config.model.num_layers=1',
-               '--config.train.batch_size=4', '--config.eval.batch_size=16',
+  overrides = ['--config.preset=local', f'--config.data.files={corpus / "*.txt"}',
+               '--config.data.eval_fraction=0.25',
                '--config.train.steps=2', '--config.train.progress_bar=false',
                '--config.eval.every=0', '--config.checkpoint.every=1']
   assert cli.main(['train', 'byte_lm', '--workdir', workdir] + overrides) == 0

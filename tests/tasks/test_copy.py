@@ -5,23 +5,14 @@ import numpy as np
 import pytest
 
 from perceiver_agents import learner
+from perceiver_agents.tasks import base
 from perceiver_agents.tasks import copy as copy_task
 
 
 def _config(**data):
-  config = copy_task.get_config()
-  config.model.max_context = 32
-  config.model.num_latents = 8
-  config.model.num_channels = 16
-  config.model.num_heads = 2
-  config.model.num_cross_heads = 1
-  config.data.copy_length = 6
-  config.data.num_eval = 8
-  config.train.batch_size = 4
-  config.eval.batch_size = 8
-  for key, value in data.items():
-    config.data[key] = value
-  return config
+  """The local preset: max_context 32, 8 latents, copy_length 6, batches of 4."""
+  return base.make_config(copy_task, ['preset=local'] +
+                          [f'data.{key}={value}' for key, value in data.items()])
 
 
 @pytest.mark.parametrize('filler', ['pad', 'random'])
@@ -68,8 +59,6 @@ def test_trains_through_the_learner(tmp_path):
   config.train.steps = 6
   config.train.log_every = 3
   config.train.progress_bar = False
-  config.eval.every = 0
-  config.checkpoint.every = 0
   result = learner.train(copy_task.build(config), config, str(tmp_path))
   assert result.step == 6
   assert set(result.eval_metrics) == {'loss', 'copy_accuracy', 'sequence_accuracy'}

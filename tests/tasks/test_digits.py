@@ -3,7 +3,7 @@
 import numpy as np
 
 from perceiver_agents import learner
-from perceiver_agents.tasks import digits
+from perceiver_agents.tasks import base, digits
 
 
 def test_split_is_fixed_stratified_and_disjoint():
@@ -49,10 +49,8 @@ def test_train_batches_are_deterministic():
 
 
 def test_a_few_steps_run(tmp_path):
-  config = learner.apply_overrides(digits.get_config(), [
-      'train.steps=3', 'train.batch_size=8', 'eval.every=0', 'train.progress_bar=false',
-      'model.num_latents=8', 'model.num_latent_channels=16',
-      'model.num_self_attends_per_block=1', 'model.num_bands=2'])
+  config = base.make_config(digits, ['preset=local', 'train.steps=3',
+                                     'train.progress_bar=false'])
   result = learner.train(digits.build(config), config, str(tmp_path))
   assert result.step == 3
   assert 0.0 <= result.eval_metrics['accuracy'] <= 1.0

@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 
 from perceiver_agents import cli
-from perceiver_agents.learner import apply_overrides
+from perceiver_agents.tasks import base
 from perceiver_agents.tasks import glue
 from perceiver_agents.tasks import glue_metrics
 from perceiver_agents.tasks import mlm
 
-TINY = {'model.max_seq_len': 32, 'model.d_model': 16, 'model.num_latents': 4,
-        'model.num_latent_channels': 16, 'model.num_self_attends': 1,
-        'model.qk_channels': 8, 'model.num_self_attend_heads': 2,
-        'model.num_cross_attend_heads': 2, 'train.batch_size': 8, 'eval.batch_size': 8,
-        'train.steps': 2, 'train.progress_bar': False, 'train.log_every': 1,
-        'eval.every': 0}
+TINY = {'preset': 'local', 'train.steps': 2, 'train.progress_bar': False,
+        'train.log_every': 1}
 TINY_ARGS = [f'--config.{k}={v}' for k, v in TINY.items()]
 
 
@@ -69,7 +65,7 @@ def test_encode_example_truncates_the_longer_sentence_and_allows_empty():
 
 
 def test_classifier_reuses_the_mlm_encoder_by_path():
-  config = apply_overrides(glue.get_config(), [f'{k}={v}' for k, v in TINY.items()])
+  config = base.make_config(glue, [f'{k}={v}' for k, v in TINY.items()])
   batch = {'inputs': np.zeros((1, 32), np.int32), 'input_mask': np.ones((1, 32), bool)}
   key = jax.random.PRNGKey(0)
   rng = np.random.default_rng(0)

@@ -8,15 +8,10 @@ import pytest
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
-from perceiver_agents import cli, learner  # pylint: disable=g-import-not-at-top
-from perceiver_agents.tasks import imagenet  # pylint: disable=g-import-not-at-top
+from perceiver_agents import cli  # pylint: disable=g-import-not-at-top
+from perceiver_agents.tasks import base, imagenet  # pylint: disable=g-import-not-at-top
 
-TINY = ['model.image_size=16', 'model.num_bands=2', 'model.position_channels=8',
-        'model.num_latents=4', 'model.num_latent_channels=16', 'model.num_blocks=1',
-        'model.num_self_attends_per_block=1', 'model.num_self_attend_heads=2',
-        'train.batch_size=4', 'eval.batch_size=4', 'data.num_eval=6', 'train.steps=1',
-        'eval.every=0', 'checkpoint.every=0', 'train.progress_bar=false',
-        'data.shuffle_buffer=8', 'data.randaugment_layers=2']
+TINY = ['preset=local', 'data.num_eval=6', 'train.steps=1', 'train.progress_bar=false']
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +39,7 @@ def test_variant_trains_and_evaluates_through_cli(variant, tmp_path, capsys):
   assert cli.main(['predict', 'imagenet', '--checkpoint', str(tmp_path), photo]) == 0
   top5 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])['top5']
   assert len(top5) == 5 and 0 < sum(p for _, p in top5) <= 1.0 + 1e-6
-  config = learner.apply_overrides(imagenet.get_config(),
+  config = base.make_config(imagenet,
                                    TINY + [f'model.variant={variant}'])
   task = imagenet.build(config)
   params, state = workdir.restore(task.model, config, str(tmp_path), task.train_batch(0))
@@ -64,7 +59,7 @@ def test_variant_trains_and_evaluates_through_cli(variant, tmp_path, capsys):
 
 
 def test_train_batches_are_pure_in_seed_and_step():
-  config = learner.apply_overrides(imagenet.get_config(), TINY)
+  config = base.make_config(imagenet, TINY)
   stream = imagenet.build(config).train_batch
   batches = [stream(s) for s in range(4)]        # 16 draws from 10 examples: 2 epochs
   sought = imagenet.build(config).train_batch(3)  # a fresh stream seeks straight to step 3
@@ -74,13 +69,13 @@ def test_train_batches_are_pure_in_seed_and_step():
   assert batches[0]['soft_label'].shape == (4, 1000)
   np.testing.assert_allclose(batches[0]['soft_label'].sum(-1), 1.0, rtol=1e-5)
   assert not np.array_equal(batches[0]['image'], batches[1]['image'])
-  other = learner.apply_overrides(imagenet.get_config(), TINY + ['seed=1'])
+  other = base.make_config(imagenet, TINY + ['seed=1'])
   assert not np.array_equal(imagenet.build(other).train_batch(0)['image'],
                             batches[0]['image'])
 
 
 def test_missing_dataset_names_data_dir(tmp_path):
-  config = learner.apply_overrides(imagenet.get_config(),
+  config = base.make_config(imagenet,
                                    TINY + ['data.name=imagenet2012_subset',
                                            f'data.data_dir={tmp_path}/nothing'])
   with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_FILES):

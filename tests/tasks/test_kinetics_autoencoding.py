@@ -9,19 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from perceiver_agents import cli, learner, zoo
+from perceiver_agents import cli, zoo
 from perceiver_agents.data import synthetic_media
+from perceiver_agents.tasks import base
 from perceiver_agents.tasks import kinetics_autoencoding as kae
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / 'fixtures' / 'conformance'
-TINY = ['model.num_frames=4', 'model.image_size=16', 'model.num_latents=8',
-        'model.num_latent_channels=16', 'model.num_self_attends_per_block=1',
-        'model.num_self_attend_heads=2', 'model.decoder_num_channels=16',
-        'model.audio_num_bands=4', 'model.image_num_bands=2',
-        'model.train_image_queries=64', 'model.train_audio_queries=8',
-        'model.eval_decode_chunk_size=300', 'train.batch_size=2', 'eval.batch_size=2',
-        'train.progress_bar=false', 'train.log_every=1', 'checkpoint.every=0',
-        'eval.every=0']
+TINY = ['preset=local', 'train.progress_bar=false', 'train.log_every=1']
 
 
 @pytest.fixture(scope='module')
@@ -66,7 +60,7 @@ def test_published_preset_has_the_released_param_tree():
 
 
 def test_training_subsamples_and_eval_reconstructs_whole_clips(clips):
-  config = learner.apply_overrides(kae.get_config(), _overrides(clips))
+  config = base.make_config(kae, _overrides(clips))
   task = kae.build(config)
   batch = task.train_batch(0)
   assert batch['image'].shape == (2, 4, 16, 16, 3) and batch['audio'].shape == (2, 2560, 1)

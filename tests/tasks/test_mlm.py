@@ -11,20 +11,16 @@ import pytest
 from perceiver_agents import cli
 from perceiver_agents import zoo
 from perceiver_agents.data import text as text_data
-from perceiver_agents.learner import apply_overrides
 from perceiver_agents.tasks import mlm
+from perceiver_agents.tasks.base import make_config
 
-TINY = {'model.max_seq_len': 32, 'model.d_model': 16, 'model.num_latents': 4,
-        'model.num_latent_channels': 16, 'model.num_self_attends': 1,
-        'model.qk_channels': 8, 'model.num_self_attend_heads': 2,
-        'model.num_cross_attend_heads': 2, 'train.batch_size': 4, 'eval.batch_size': 4,
-        'train.steps': 2, 'train.progress_bar': False, 'train.log_every': 1,
-        'eval.every': 0}
+TINY = {'preset': 'local', 'train.steps': 2, 'train.progress_bar': False,
+        'train.log_every': 1}
 
 
 def tiny_config(**extra):
   items = dict(TINY, **extra)
-  return apply_overrides(mlm.get_config(), [f'{k}={v}' for k, v in items.items()])
+  return make_config(mlm, [f'{k}={v}' for k, v in items.items()])
 
 
 def test_loss_ignores_unmasked_bytes():

@@ -1,27 +1,26 @@
-"""Optical-flow task: metrics, tiled inference, one training run and `predict` via the CLI."""
+"""Optical-flow task: metrics, config -> data wiring, one training run and `predict` via the CLI.
+
+Batches: tests/data/test_flow_batches.py; tiled inference: tests/test_zoo.py."""
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from perceiver_agents import cli, learner
-from perceiver_agents.data import flow_formats, procedural_flow
-from perceiver_agents.tasks import optical_flow
+from perceiver_agents import cli
+from perceiver_agents.data import flow_batches, flow_formats, procedural_flow
+from perceiver_agents.tasks import base, optical_flow
 
-TINY = ['model.train_size=(8,12)', 'model.num_bands=4', 'model.num_latents=8',
-        'model.num_latent_channels=16', 'model.num_self_attends=1',
-        'model.num_self_attend_heads=2', 'model.min_overlap=4', 'data.margin=4',
-        'data.max_displacement=2.0', 'data.num_eval=3', 'train.batch_size=2',
-        'eval.batch_size=2', 'train.steps=2', 'train.log_every=1', 'eval.every=0',
-        'checkpoint.every=0', 'train.progress_bar=false']
+TINY = ['preset=local', 'data.num_eval=3', 'train.steps=2', 'train.log_every=1',
+        'train.progress_bar=false']
 
 
 def _config(extra=()):
-  return learner.apply_overrides(optical_flow.get_config(), TINY + list(extra))
+  return base.make_config(optical_flow, TINY + list(extra))
 
 
 def test_epe_and_fl_all_by_hand():
@@ -40,34 +39,17 @@ def test_epe_and_fl_all_by_hand():
   np.testing.assert_allclose(optical_flow.fl_all(near, big, valid), [0.0])
 
 
-@pytest.mark.parametrize('size,tile,overlap', [(30, 8, 4), (8, 8, 4), (9, 8, 2), (100, 16, 5)])
-def test_tile_starts_cover_with_overlap(size, tile, overlap):
-  starts = optical_flow.tile_starts(size, tile, overlap)
-  assert starts[0] == 0 and starts[-1] + tile == max(size, tile)
-  for a, b in zip(starts[:-1], starts[1:]):
-    assert tile - (b - a) >= overlap
-
-
-def test_tiled_inference_blends_position_dependent_outputs_exactly():
-  # A "model" whose flow is the frames' own first channel pair reproduces the input
-  # exactly after blending, at any size, iff every tile is put back where it came from.
-  frames = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 23, 37, 3))
-  apply_tile = lambda tiles: tiles[:, 0, :, :, :2]
-  out = optical_flow.tiled(apply_tile, frames, (8, 12), 4)
-  np.testing.assert_allclose(out, frames[:, 0, :, :, :2], atol=1e-5)
-  small = optical_flow.tiled(apply_tile, frames[:, :, :5, :7], (8, 12), 4)
-  np.testing.assert_allclose(small, frames[:, 0, :5, :7, :2], atol=1e-5)
-  w = optical_flow.tile_weights(4, 6)
-  assert w[0, 0] == 1 and w[1, 2] == 2 and w.max() == 2
-
-
-def test_train_batches_are_pure_in_seed_and_step():
-  config = _config()
-  b0, again = optical_flow.build(config).train_batch(1), optical_flow.build(config).train_batch(1)
-  for k in b0:
-    np.testing.assert_array_equal(b0[k], again[k])
-  assert b0['frames'].shape == (2, 2, 8, 12, 3)
-  assert -1.0 <= b0['frames'].min() and b0['frames'].max() <= 1.0
+def test_task_batches_are_the_configs_flow_batches():
+  config = _config(['seed=3'])
+  task = optical_flow.build(config)
+  d = config.data
+  expected = flow_batches.train_batches(
+      source='procedural', root='', seed=3, batch_size=2, out_size=(8, 12), margin=4,
+      max_displacement=2.0, scale_range=tuple(d.scale_range), flip=d.flip,
+      photometric=d.photometric)(1)
+  chex.assert_trees_all_equal(task.train_batch(1), expected)
+  evals = list(task.eval_batches(2))
+  assert [b['frames'].shape[0] for b in evals] == [2, 1]
 
 
 def test_cli_train_then_predict_writes_colour_wheel_png_and_flo(tmp_path, capsys):

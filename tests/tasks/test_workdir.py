@@ -41,3 +41,14 @@ def test_run_overrides_refuse_another_task_and_changed_model_on_resume(tmp_path)
       'model.hidden=8']
   config = workdir.run_config(tasks.get('toy'), str(tmp_path), ['train.steps=9'])
   assert config.model.hidden == 16 and config.train.steps == 9
+
+
+def test_a_recorded_preset_is_reused_and_not_changed_on_resume(tmp_path):
+  workdir.record_run(str(tmp_path), task='toy', command='train', new=['preset=local'],
+                     overrides=['preset=local'])
+  config = workdir.run_config(tasks.get('toy'), str(tmp_path), ['train.steps=9'])
+  assert config.preset == 'local' and config.model.hidden == 8 and config.train.steps == 9
+  with pytest.raises(ValueError, match='--config.preset: .*preset=local'):
+    workdir.run_overrides(str(tmp_path), ['preset='], task='toy', resuming=True)
+  assert workdir.run_overrides(str(tmp_path), ['preset=local'], task='toy',
+                               resuming=True) == ['preset=local']
