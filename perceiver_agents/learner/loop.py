@@ -36,8 +36,9 @@ from perceiver_agents.learner.metrics import MetricsWriter
 from perceiver_agents.learner.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
-# Updates dispatched ahead of the newest computed one. One keeps the device busy while the
-# host fetches the next batch; more only delays what actors and logs see (policy lag).
+# Updates dispatched ahead of the newest computed one when the batches come from actors
+# that act with the published parameters (an iterator with `publish`): one keeps the
+# device busy while the next batch is fetched; more only adds to the policy lag.
 MAX_IN_FLIGHT = 1
 
 
@@ -408,9 +409,10 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
       while batch is not None:
         ts, scalars = programs.update(ts, batch)
         pending.append((run.step, scalars))
-        in_flight.append(scalars)
-        if len(in_flight) > MAX_IN_FLIGHT:
-          jax.block_until_ready(in_flight.pop(0))
+        if publish is not None:
+          in_flight.append(scalars)
+          if len(in_flight) > MAX_IN_FLIGHT:
+            jax.block_until_ready(in_flight.pop(0))
         run.advance()
         if publish is not None:
           publish(ts.params, run.step)
