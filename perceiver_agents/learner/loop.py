@@ -36,10 +36,6 @@ from perceiver_agents.learner.metrics import MetricsWriter
 from perceiver_agents.learner.state import TrainState
 
 CHECKPOINT_DIR = 'checkpoints'
-# Updates dispatched ahead of the newest computed one when the batches come from actors
-# that act with the published parameters (an iterator with `publish`): one keeps the
-# device busy while the next batch is fetched; more only adds to the policy lag.
-MAX_IN_FLIGHT = 1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -405,14 +401,9 @@ def train(task: Any, config: ml_collections.ConfigDict, workdir: str, *,
         publish(ts.params, run.step)
       # A batch once fetched is trained on (a stop signal during its fetch included).
       batch = prefetcher.fetch() if run.more() else None
-      in_flight = []
       while batch is not None:
         ts, scalars = programs.update(ts, batch)
         pending.append((run.step, scalars))
-        if publish is not None:
-          in_flight.append(scalars)
-          if len(in_flight) > MAX_IN_FLIGHT:
-            jax.block_until_ready(in_flight.pop(0))
         run.advance()
         if publish is not None:
           publish(ts.params, run.step)

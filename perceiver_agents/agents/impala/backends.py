@@ -35,8 +35,6 @@ from perceiver_agents.agents.impala.acting import Actor, UnrollStats
 
 RETURN_WINDOW = 100   # Episodes averaged in 'episode_return' and 'episode_length'.
 POLL_S = 0.2         # How often blocked threads look at the stop flag.
-MAX_PENDING = 8      # Published versions kept while their copies compute (the learner
-                     # dispatches updates ahead of their computation).
 
 log = logging.getLogger('perceiver_agents.agents.impala')
 
@@ -52,7 +50,7 @@ class ParameterSource:
 
   `version` is the number of updates applied to the parameters. The learner's parameter
   buffers are donated to its next update, so `publish` keeps its own copy, dispatched
-  asynchronously: it does not wait for the update to finish. `latest()` hands out the
+  asynchronously: it waits for the previous update only, not for this one. `latest()` hands out the
   newest version whose copy is computed, so an actor never waits for the update in
   flight and acting overlaps learning (a policy lag of about one update, which V-trace
   corrects); `latest(newest=True)` waits for the newest published version instead (the
@@ -62,14 +60,20 @@ class ParameterSource:
   def __init__(self):
     self._cond = threading.Condition()
     self._ready = None       # (params, version), computed.
-    self._pending = []       # Newer (params, version), oldest first; maybe in flight.
+    self._pending = []       # Newer (params, version), oldest first; the last maybe
+                             # in flight.
     self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
   def publish(self, params: Any, version: int) -> None:
+    """Keeps a copy of `params`; first waits for the previous version's copy, so that the
+    learner runs at most one update ahead of what actors can act with."""
+    with self._cond:
+      previous = self._pending[-1][0] if self._pending else None
+    if previous is not None:
+      jax.block_until_ready(previous)
     params = self._copy(params)
     with self._cond:
       self._pending.append((params, int(version)))
-      del self._pending[:-MAX_PENDING]
       self._cond.notify_all()
 
   def _promote(self) -> None:
