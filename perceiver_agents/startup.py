@@ -5,7 +5,8 @@
     notice), which reach stderr before any log level applies: the first
     `import tensorflow` (by TFDS, or by rlax through tensorflow-probability) runs with
     file descriptor 2 captured, and every other line captured is passed on;
-  * absl INFO logs (warnings and errors still show).
+  * absl INFO logs (warnings and errors still show);
+and shows the project's own INFO logs (e.g. where the Ray actors run) on stderr.
 """
 
 import contextlib
@@ -70,3 +71,10 @@ def quiet_libraries() -> None:
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger('absl').setLevel(logging.WARNING)
+  project = logging.getLogger('perceiver_agents')
+  if not any(getattr(h, 'perceiver_agents', False) for h in project.handlers):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.perceiver_agents = True
+    handler.setFormatter(logging.Formatter('%(name)s: %(message)s'))
+    project.addHandler(handler)
+    project.setLevel(logging.INFO)

@@ -92,8 +92,11 @@ class _Worker:
   def unroll(self, params, version):
     return self._actor.unroll(params, version)
 
-  def pid(self) -> int:
-    return os.getpid()
+  def location(self) -> dict:
+    """Where this actor runs: {'node_id', 'hostname', 'pid'}."""
+    import ray  # pylint: disable=g-import-not-at-top
+    return {'node_id': ray.get_runtime_context().get_node_id(),
+            'hostname': socket.gethostname(), 'pid': os.getpid()}
 
 
 class RayActors:
@@ -123,9 +126,14 @@ class RayActors:
   def _spawn(self, actor_id: int):
     return self._remote.remote(self._builder, actor_id, self._incarnations[actor_id])
 
+  def actor_locations(self) -> list:
+    """Where the current Ray actors run, one `_Worker.location` dict each (waits for
+    each to be up)."""
+    return self._ray.get([w.location.remote() for w in self._workers])
+
   def actor_pids(self) -> list:
     """The process ids of the current Ray actors (waits for each to be up)."""
-    return self._ray.get([w.pid.remote() for w in self._workers])
+    return [where['pid'] for where in self.actor_locations()]
 
   def start(self, source: backends.ParameterSource) -> None:
     self._thread = threading.Thread(target=self._pump, args=(source,), daemon=True,
@@ -143,9 +151,18 @@ class RayActors:
     inflight[ref] = actor_id
     return True
 
+  def _log_placement(self) -> None:
+    nodes = {}
+    for i, where in enumerate(self.actor_locations()):
+      nodes.setdefault((where['hostname'], where['node_id'][:8]), []).append(i)
+    backends.log.info('%d Ray actors on %d node(s): %s', len(self._workers), len(nodes),
+                      '; '.join(f'{host} (node {node}): actors {ids}'
+                                for (host, node), ids in nodes.items()))
+
   def _pump(self, source) -> None:
     ray, inflight, idle = self._ray, {}, list(range(len(self._workers)))
     try:
+      self._log_placement()
       while not self._stop.is_set():
         # Idle actors start an unroll as soon as a credit is free; with nothing in
         # flight there is nothing else to wait for.
