@@ -246,7 +246,7 @@ def main():
     # work that starves the actors, so they run at the learner's priority here.
     os.environ.setdefault('RAY_worker_niceness', '0')
     import ray  # pylint: disable=g-import-not-at-top
-    ray.init(num_cpus=max(os.cpu_count() or 1, 5), include_dashboard=False,
+    ray.init(address='local', num_cpus=max(os.cpu_count() or 1, 5), include_dashboard=False,
              logging_level='WARNING')
   rows = {'throughput': throughput, 'learning': learning, 'fault': fault}[args.mode](args)
   os.makedirs(args.out, exist_ok=True)

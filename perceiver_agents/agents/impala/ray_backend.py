@@ -73,7 +73,9 @@ def connect(address: str, *, num_cpus: int) -> bool:
     if address:
       ray.init(address=address, logging_level='WARNING')
     else:
-      ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level='WARNING')
+      # 'local': a new Ray of this process's own, even where `ray start` runs one here.
+      ray.init(address='local', num_cpus=num_cpus, include_dashboard=False,
+               logging_level='WARNING')
   except ConnectionError as e:
     raise ValueError(f'actors.ray_address={address!r}: cannot join a Ray cluster ({e}). '
                      "'auto' needs `ray start --head` (or --address) on this machine "
