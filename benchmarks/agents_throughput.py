@@ -90,7 +90,7 @@ def throughput(args) -> list:
       config = make_config(base, f'train.steps={args.steps}',
                            f'train.log_every={args.steps // 3}',
                            f'env_step_delay_ms={delay}', f'actors.backend={backend}',
-                           f'actors.num_actors={num_actors}')
+                           f'actors.num_actors={num_actors}', *args.set)
       _, records, wall, _ = train(config, f'{env}_{backend}_{num_actors}')
       steady = records[1:]  # The first third holds compilation and start-up.
       mean = lambda key: sum(r[key] for r in steady) / len(steady)
@@ -100,7 +100,7 @@ def throughput(args) -> list:
                    'env_steps_per_s': mean('env_steps_per_s'),
                    'updates_per_s': mean('examples_per_s') / config.train.batch_size,
                    'policy_lag_mean': mean('policy_lag_mean'),
-                   'wall_seconds': wall})
+                   'overrides': list(args.set), 'wall_seconds': wall})
       print(json.dumps(rows[-1]), flush=True)
   for env in args.envs.split(','):
     base = next(r for r in rows if r['env'] == env and r['backend'] == 'inline')
@@ -144,7 +144,7 @@ def learning(args) -> list:
                  'rho_clipped_fraction': sum(r['rho_clipped_fraction']
                                              for r in records) / len(records),
                  'dropped_trajectories': m['dropped_trajectories'],
-                 'wall_seconds': wall})
+                 'overrides': list(args.set), 'wall_seconds': wall})
     print(json.dumps(rows[-1]), flush=True)
   return rows
 
@@ -233,7 +233,7 @@ def main():
   parser.add_argument('--num_actors', type=int, default=4)
   parser.add_argument('--seeds', default='0', help='learning: comma-separated seeds')
   parser.add_argument('--set', action='append', default=[],
-                      help='learning: another config override, e.g. actors.max_policy_lag=1')
+                      help='another config override for every run, e.g. actors.queue_size=2')
   parser.add_argument('--out', default='benchmarks/results')
   args = parser.parse_args()
   if args.mode == 'throughput':
