@@ -187,16 +187,22 @@ class UnrollCredits:
   """At most `limit` unrolls acted ahead of the learner (in progress or queued).
 
   An actor takes a credit before it starts an unroll and the learner gives it back when
-  it takes the unroll. With one batch's worth of credits the actors act on the next
-  batch while the learner's update runs, with the parameters computed before it: a
-  policy lag of about one update, never more than the credits allow.
+  it takes the unroll (`returned`). With one batch's worth of credits the actors act on
+  the next batch while the learner's update runs, with the parameters computed before
+  it: a policy lag of about one update, never more than the credits allow.
+
+  `on_demand`: no credit is free until the learner asks for unrolls (`request`), and a
+  taken unroll gives none back, so actors act only for the batch being assembled, with
+  the newest parameters (no lag; acting runs in parallel over the actors but does not
+  overlap the update).
   """
 
-  def __init__(self, limit: int):
-    if limit < 1:
+  def __init__(self, limit: int, *, on_demand: bool = False):
+    if limit < 1 and not on_demand:
       raise ValueError(f'actors.queue_size must allow at least one unroll, got {limit}.')
+    self.on_demand = on_demand
     self._cond = threading.Condition()
-    self._free = limit
+    self._free = 0 if on_demand else limit
 
   def take(self, stop: threading.Event, *, block: bool = True) -> bool:
     """Takes a credit; False if none is free (block=False) or `stop` is set."""
@@ -208,10 +214,22 @@ class UnrollCredits:
       self._free -= 1
       return True
 
-  def give(self) -> None:
+  def give(self, count: int = 1) -> None:
+    """Frees `count` credits (an unroll that produced nothing gives its own back)."""
     with self._cond:
-      self._free += 1
-      self._cond.notify()
+      self._free += count
+      self._cond.notify_all()
+
+  def returned(self) -> None:
+    """The learner took an unroll: its credit is free again, unless on demand."""
+    if not self.on_demand:
+      self.give()
+
+  def request(self, count: int) -> None:
+    """On demand: the learner asks for `count` more unrolls."""
+    if not self.on_demand:
+      raise RuntimeError('UnrollCredits.request: the actors act ahead, not on demand.')
+    self.give(count)
 
 
 class FailedActor(NamedTuple):
@@ -221,14 +239,15 @@ class FailedActor(NamedTuple):
 
 
 class ThreadActors:
-  """`num_actors` actor threads, at most `queue_size` unrolls ahead of the learner."""
+  """`num_actors` actor threads, at most `queue_size` unrolls ahead of the learner (or,
+  `on_demand`, acting only the unrolls the learner asks for: UnrollCredits)."""
 
   def __init__(self, make_actor: ActorFactory, *, num_actors: int, queue_size: int,
-               max_restarts: int):
+               max_restarts: int, on_demand: bool = False):
     self._make_actor = make_actor
     self._num_actors = num_actors
     self._queue = queue.Queue()   # Bounded by the credits.
-    self._credits = UnrollCredits(queue_size)
+    self._credits = UnrollCredits(queue_size, on_demand=on_demand)
     self._stop = threading.Event()
     self._threads = []
     self._restarts = RestartBudget(max_restarts)
@@ -252,7 +271,7 @@ class ThreadActors:
     if not self._credits.take(self._stop):
       return False
     try:
-      params, version = source.latest(self._stop)
+      params, version = source.latest(self._stop, newest=self._credits.on_demand)
       if params is None:
         return False
       self._queue.put(actor.unroll(params, version))
@@ -293,8 +312,11 @@ class ThreadActors:
       if isinstance(item, FailedActor):
         raise ActorFailure(f'actor {item.actor_id} failed: {type(item.error).__name__}: '
                            f'{item.error}') from item.error
-      self._credits.give()
+      self._credits.returned()
       return item
+
+  def request(self, count: int) -> None:
+    self._credits.request(count)
 
   def close(self) -> None:
     self._stop.set()
@@ -308,17 +330,20 @@ class TrajectoryIterator:
   The learner calls `publish(params, step)` after every update (and once with the
   starting parameters); `next()` then returns the batch for update `step`, made of
   `batch_size` trajectories from whole unrolls. An unroll acted with parameters more
-  than `max_policy_lag` updates old is dropped (-1: never). `metrics()` reports, since
+  than `max_policy_lag` updates old is dropped (-1: never). `unrolls_per_batch` > 0:
+  the pool acts on demand (UnrollCredits), and `next()` asks it for that many unrolls. `metrics()` reports, since
   its previous call: 'policy_lag_mean' / 'policy_lag_max' (updates between the acting
   parameters and the update that trains on them), 'env_steps_per_s'; and for the whole
   run: 'dropped_trajectories', 'actor_restarts', 'episodes', 'env_steps', and
   'episode_return' / 'episode_length' (means over the last 100 episodes).
   """
 
-  def __init__(self, pool: Any, *, batch_size: int, max_policy_lag: int = -1):
+  def __init__(self, pool: Any, *, batch_size: int, max_policy_lag: int = -1,
+               unrolls_per_batch: int = 0):
     self._pool = pool
     self._batch_size = batch_size
     self._max_lag = max_policy_lag
+    self._unrolls_per_batch = unrolls_per_batch
     self._source = ParameterSource()
     self._step = 0
     self._started = False
@@ -343,12 +368,16 @@ class TrajectoryIterator:
     if not self._started:
       raise RuntimeError('TrajectoryIterator: publish() the parameters before next().')
     parts, count = [], 0
+    if self._unrolls_per_batch:
+      self._pool.request(self._unrolls_per_batch)
     while count < self._batch_size:
       trajectories, stats = self._pool.get()
       self._account(stats)
       lag = self._step - np.asarray(trajectories['param_version'])
       if self._max_lag >= 0 and np.any(lag > self._max_lag):
         self._dropped += len(lag)
+        if self._unrolls_per_batch:
+          self._pool.request(1)   # In its place.
         continue
       self._window_lags.extend(lag.tolist())
       parts.append(trajectories)

@@ -151,13 +151,20 @@ class ImpalaBuilder:
     if a.backend == 'threads':
       return backends.ThreadActors(self.actor_builder, num_actors=layout.num_actors,
                                    queue_size=layout.queue_size,
-                                   max_restarts=a.max_restarts)
+                                   max_restarts=a.max_restarts, on_demand=self.on_demand)
     from perceiver_agents.agents.impala import ray_backend  # pylint: disable=g-import-not-at-top
     self.actor_builder.close_spare()  # Every environment lives in an actor process.
     return ray_backend.RayActors(
         self.actor_builder, num_actors=layout.num_actors, queue_size=layout.queue_size,
         max_restarts=a.max_restarts, address=a.ray_address,
-        cpus_per_actor=a.ray_cpus_per_actor)
+        cpus_per_actor=a.ray_cpus_per_actor, on_demand=self.on_demand)
+
+  @property
+  def on_demand(self) -> bool:
+    """max_policy_lag 0: the threads and ray actors act only for the batch being
+    assembled, with the newest parameters, rather than ahead of the learner with
+    parameters whose trajectories would all be dropped."""
+    return self.config.actors.max_policy_lag == 0
 
   def train_iterator(self, start_step: int) -> backends.TrajectoryIterator:
     del start_step  # Actors act with the parameters the learner publishes.
@@ -165,7 +172,10 @@ class ImpalaBuilder:
       self.iterator.close()
     self.iterator = backends.TrajectoryIterator(
         self.make_pool(), batch_size=self.layout.batch_size,
-        max_policy_lag=self.config.actors.max_policy_lag)
+        max_policy_lag=self.config.actors.max_policy_lag,
+        unrolls_per_batch=(self.layout.batch_size // self.layout.envs_per_actor
+                           if self.on_demand and self.config.actors.backend != 'inline'
+                           else 0))
     return self.iterator
 
   def task(self) -> Task:

@@ -29,7 +29,10 @@ def actors_config() -> ml_collections.ConfigDict:
     (per process) / num_actors. Every update takes train.batch_size trajectories, i.e.
     train.batch_size / envs_per_actor actor unrolls.
   max_policy_lag: drop trajectories acted with parameters more than this many updates
-    older than the learner's (-1: keep all); the drops are counted in a metric.
+    older than the learner's (-1: keep all); the drops are counted in a metric. 0: the
+    threads and ray actors act on demand, only for the batch being assembled and with
+    the newest parameters (on-policy: nothing dropped, acting in parallel over the
+    actors but not overlapping the update).
   queue_size: actor unrolls acted ahead of the learner, in progress or queued (threads,
     ray); 0 = one update's worth, so that actors act on the next batch while the
     current update runs (a policy lag of about one update).

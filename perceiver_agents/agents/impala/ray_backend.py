@@ -102,11 +102,12 @@ class _Worker:
 
 
 class RayActors:
-  """`num_actors` Ray actors, at most `queue_size` unrolls ahead of the learner (the
-  backends.py API)."""
+  """`num_actors` Ray actors, at most `queue_size` unrolls ahead of the learner (or,
+  `on_demand`, acting only the unrolls the learner asks for); the backends.py API."""
 
   def __init__(self, actor_builder: Any, *, num_actors: int, queue_size: int,
-               max_restarts: int, address: str = '', cpus_per_actor: float = 1.0):
+               max_restarts: int, address: str = '', cpus_per_actor: float = 1.0,
+               on_demand: bool = False):
     self._ray = ray = import_ray()
     self._owns_ray = connect(address, num_cpus=max(os.cpu_count() or 1,
                                                    int(num_actors * cpus_per_actor + 1)))
@@ -114,7 +115,7 @@ class RayActors:
     self._remote = ray.remote(num_cpus=cpus_per_actor, max_restarts=0)(_Worker)
     self._restarts = backends.RestartBudget(max_restarts)
     self._queue = queue.Queue()   # Bounded by the credits.
-    self._credits = backends.UnrollCredits(queue_size)
+    self._credits = backends.UnrollCredits(queue_size, on_demand=on_demand)
     self._stop = threading.Event()
     self._incarnations = [0] * num_actors
     self._workers = [self._spawn(i) for i in range(num_actors)]
@@ -143,7 +144,7 @@ class RayActors:
     self._thread.start()
 
   def _submit(self, actor_id: int, source, inflight: dict) -> bool:
-    params, version = source.latest(self._stop)
+    params, version = source.latest(self._stop, newest=self._credits.on_demand)
     if params is None:
       return False
     if version != self._params_version:
@@ -208,8 +209,11 @@ class RayActors:
         raise backends.ActorFailure(f'actor {item.actor_id} failed: '
                                     f'{type(item.error).__name__}: {item.error}'
                                     ) from item.error
-      self._credits.give()
+      self._credits.returned()
       return item
+
+  def request(self, count: int) -> None:
+    self._credits.request(count)
 
   def close(self) -> None:
     self._stop.set()

@@ -1,6 +1,7 @@
 """Actor backends (inline, threads): one trajectory layout, policy lag, drops, restarts."""
 
 import logging
+import threading
 import time
 
 import jax
@@ -83,6 +84,41 @@ def test_threads_report_policy_lag_and_drop_trajectories_older_than_the_limit(ti
     assert metrics['policy_lag_max'] == 0 and metrics['dropped_trajectories'] >= 4
   finally:
     iterator.close()
+
+
+def test_max_policy_lag_0_acts_on_demand_with_the_newest_params(tiny_config):
+  config = tiny_config('actors.backend=threads', 'actors.num_actors=2',
+                       'actors.max_policy_lag=0')
+  agent = builder.ImpalaBuilder(config)
+  _, params = init_params(agent)
+  iterator = agent.train_iterator(0)
+  try:
+    iterator.publish(params, 0)
+    next(iterator)
+    time.sleep(1.0)  # Acting ahead would fill the queue with version-0 unrolls here.
+    assert iterator.metrics()['env_steps'] == 4 * 3   # One batch: 4 x unroll 3.
+    for step in (1, 2):
+      iterator.publish(params, step)
+      np.testing.assert_array_equal(next(iterator)['param_version'], step)
+    metrics = iterator.metrics()
+    assert metrics['policy_lag_max'] == 0 and metrics['dropped_trajectories'] == 0
+    assert metrics['env_steps'] == 3 * 4 * 3
+  finally:
+    iterator.close()
+
+
+def test_unroll_credits_on_demand_are_only_those_requested():
+  stop = threading.Event()
+  credits = backends.UnrollCredits(0, on_demand=True)
+  assert not credits.take(stop, block=False)
+  credits.request(2)
+  assert credits.take(stop, block=False) and credits.take(stop, block=False)
+  credits.returned()   # Taking an unroll frees nothing on demand.
+  assert not credits.take(stop, block=False)
+  with pytest.raises(RuntimeError, match='not on demand'):
+    backends.UnrollCredits(2).request(1)
+  with pytest.raises(ValueError, match='at least one unroll'):
+    backends.UnrollCredits(0)
 
 
 class _Flaky:
