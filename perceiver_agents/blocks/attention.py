@@ -272,7 +272,7 @@ class MLP(hk.Module):
     """Maps [B, N, C] to [B, N, C]."""
     channels = x.shape[-1]
     x = linear(self._widening_factor * channels, init_scale=self._init_scale)(x)
-    x = jax.nn.gelu(x)  # tanh approximation, as published
+    x = ops.gelu(x)  # tanh approximation, as published (ops.exact_gelu: erf)
     x = linear(channels, init_scale=self._init_scale)(x)
     return ops.dropout(x, self._dropout_prob, is_training=is_training)
 

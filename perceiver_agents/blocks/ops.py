@@ -12,8 +12,12 @@ Two implementations (perceiver_agents/kernels/__init__.py says how one is chosen
 
 `Linear` and `LayerNorm` are `hk.Linear` and `hk.LayerNorm` (same module and parameter
 names, shapes, initialisers), so a parameter tree does not depend on the implementation.
+`gelu` is the blocks' activation: the tanh approximation, as published, or the exact
+(erf) one inside `exact_gelu()` (transformers' `hidden_act='gelu'`).
 """
-from typing import Any, Callable, Optional
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator, Optional
 
 import haiku as hk
 import jax
@@ -138,3 +142,21 @@ def dropout(x: jax.Array, rate: float, *, is_training: bool) -> jax.Array:
   if is_training and rate > 0:
     return hk.dropout(hk.next_rng_key(), rate, x)
   return x
+
+
+_EXACT_GELU = contextvars.ContextVar('perceiver_agents_exact_gelu', default=False)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """GELU of x: the tanh approximation (the published models), exact in `exact_gelu()`."""
+  return jax.nn.gelu(x, approximate=not _EXACT_GELU.get())
+
+
+@contextlib.contextmanager
+def exact_gelu() -> Iterator[None]:
+  """Within it, `gelu` is the exact (erf) GELU; it applies while a model is traced."""
+  token = _EXACT_GELU.set(True)
+  try:
+    yield
+  finally:
+    _EXACT_GELU.reset(token)

@@ -113,3 +113,13 @@ def test_choice_context_env_and_errors():
   result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                           text=True, check=False)
   assert result.returncode != 0 and 'PERCEIVER_AGENTS_KERNELS' in result.stderr
+
+
+def test_gelu_is_the_tanh_approximation_and_exact_inside_exact_gelu():
+  x = jnp.linspace(-4.0, 4.0, 101)
+  np.testing.assert_array_equal(ops.gelu(x), jax.nn.gelu(x, approximate=True))
+  with ops.exact_gelu():
+    exact = ops.gelu(x)
+    np.testing.assert_array_equal(exact, jax.nn.gelu(x, approximate=False))
+  np.testing.assert_array_equal(ops.gelu(x), jax.nn.gelu(x, approximate=True))
+  assert float(jnp.max(jnp.abs(exact - ops.gelu(x)))) > 1e-4
