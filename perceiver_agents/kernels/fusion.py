@@ -5,10 +5,8 @@ is the cotangent at layer l + 1 plus that layer's contributions: a chain of chea
 elementwise adds and LayerNorm-backward products. XLA fuses cheap producers into every
 consumer that wants them (duplicating them rather than writing them to memory once), so
 when the chain is never materialised, each weight-gradient dot of layer l re-evaluates
-the whole chain from the top of the stack: work quadratic in depth. Measured on XLA:CPU
-(jax 0.10) for a 6-layer Perceiver IO (9.9M parameters, batch 8 x 512 bytes): these
-re-fused copies took 0.76 s of a 2.07 s gradient; with a boundary at every block
-output the gradient takes 1.32 s (benchmarks/peer.py, BENCHMARKS.md).
+the whole chain from the top of the stack: work quadratic in depth (on XLA:CPU, a
+large share of a 6-layer Perceiver IO's gradient; BENCHMARKS.md, benchmarks/peer.py).
 
 `jax.lax.optimization_barrier` is the tool meant for this, but XLA:CPU strips it
 before fusion. `cotangent_boundary` is therefore an identity whose backward writes the

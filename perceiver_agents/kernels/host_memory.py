@@ -4,11 +4,8 @@ XLA:CPU allocates every call's output and temporary buffers with malloc. With gl
 defaults, a large allocation (above the mmap threshold, 32 MiB at most) or one made on
 a worker thread's own arena is mapped fresh and unmapped when freed, so each training
 step touches its buffers for the first time again and the kernel zeroes every page on a
-fault. Measured on the language_small peer configuration (`benchmarks/peer.py --child
-jax language_small`, 2 cores, BENCHMARKS.md): about 90,000 minor page faults and
-0.15-0.18 s of system time per 0.61-0.62 s train step; with `keep_freed_memory()` none,
-and the step took 0.53-0.56 s. PyTorch's step: ~300 faults by default, none with
-the options, its time unchanged (0.58 / 0.57 s).
+fault: tens of thousands of minor page faults and a large share of system time per
+train step (BENCHMARKS.md measures it with `benchmarks/peer.py`).
 
 `keep_freed_memory()` sets three glibc malloc options for the whole process:
 M_MMAP_MAX 0 (no separately mapped chunks), M_TRIM_THRESHOLD -1 (never give the top of

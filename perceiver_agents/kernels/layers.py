@@ -14,7 +14,7 @@ plain jnp expressions; only the gradients are computed differently (same maths):
 
 `broadcast_batch` repeats a shared array (a learned position table, the initial latents)
 over the batch; on CPU its backward sums the batch as a product with ones, since
-XLA:CPU's bare reduction over a short leading axis ran 30-50x slower than that.
+XLA:CPU's bare reduction over a short leading axis is many times slower than that.
 
 Measured speed-ups: BENCHMARKS.md (benchmarks/peer.py).
 """
@@ -108,8 +108,7 @@ def _broadcast_batch_backward(batch_size, _, g):
   if jax.default_backend() != 'cpu':
     return (jnp.sum(g, axis=0),)
   # On CPU the cotangent is summed over the batch as a [B] x [B, size] product:
-  # XLA:CPU's reduction over a leading axis of 8 ran 30-50x slower (4.3 ms for
-  # [8, 512, 256]).
+  # XLA:CPU's reduction over a short leading axis is many times slower.
   rows = g.reshape(batch_size, -1)
   total = jnp.dot(jnp.ones((batch_size,), g.dtype), rows,
                   precision=jax.lax.Precision.HIGHEST,

@@ -4,13 +4,13 @@
 that only its inputs are kept. It keeps the recomputation apart from the forward with an
 optimization barrier, which XLA:CPU strips (see kernels/fusion.py): the recomputed
 forward is then merged with (or scheduled next to) the original one and every
-activation stays alive. Measured with jax 0.10 on XLA:CPU: a 24-layer stack's gradient
-needs the same temp memory with and without `jax.checkpoint` (296 MiB both).
+activation stays alive: on XLA:CPU a deep stack's gradient needs the same temp memory
+with and without `jax.checkpoint` (BENCHMARKS.md, "Memory at scale").
 
 `remat` below recomputes in a custom VJP whose recomputation takes the layer's input
 through a select on the incoming cotangent (`x` if that cotangent is not NaN, else NaN):
 a data dependency no compiler can remove, so the forward runs again only when the
-cotangent exists and cannot be merged with the first one (296 -> 68 MiB on that stack).
+cotangent exists and cannot be merged with the first one.
 For finite cotangents the values are those of the plain function, so the gradients are
 identical; a NaN cotangent gives NaN gradients, as it would anyway.
 """
