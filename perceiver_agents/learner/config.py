@@ -36,7 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adamw'       # 'adam', 'adamw' or 'lamb'.
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = 'cosine'  # 'cosine', 'flat_cosine' or 'constant' (after warmup).
+  config.optimizer.schedule = 'cosine'  # 'cosine', 'linear', 'flat_cosine' or 'constant' (after warmup).
   config.optimizer.warmup_steps = 100
   config.optimizer.end_learning_rate_factor = 0.0  # Cosine ends at lr * this.
   config.optimizer.b1 = 0.9

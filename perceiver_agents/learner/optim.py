@@ -13,8 +13,10 @@ NO_DECAY_PATTERNS = ('pos_emb', 'position', 'layer_norm', 'layernorm')
 
 def make_schedule(*, learning_rate: float, schedule: str, warmup_steps: int,
                   total_steps: int, end_learning_rate_factor: float = 0.0) -> optax.Schedule:
-  """Linear warmup from 0 to `learning_rate`, then constant, cosine decay, or flat for half
-  the remaining steps and cosine decay over the other half ('flat_cosine').
+  """Linear warmup from 0 to `learning_rate`, then constant, cosine decay, linear decay
+  ('linear', as PPO's usual annealing), or flat for half the remaining steps and cosine
+  decay over the other half ('flat_cosine'); the decays end at
+  `end_learning_rate_factor` x `learning_rate`.
 
   `total_steps` counts optimizer updates (loop steps / accumulate_steps).
   """
@@ -28,6 +30,10 @@ def make_schedule(*, learning_rate: float, schedule: str, warmup_steps: int,
     main = optax.cosine_decay_schedule(
         init_value=learning_rate, decay_steps=max(1, total_steps - warmup_steps),
         alpha=end_learning_rate_factor)
+  elif schedule == 'linear':
+    main = optax.linear_schedule(
+        init_value=learning_rate, end_value=learning_rate * end_learning_rate_factor,
+        transition_steps=max(1, total_steps - warmup_steps))
   elif schedule == 'flat_cosine':  # Flat for half the steps, then cosine (Perceiver IO).
     flat = max(1, (total_steps - warmup_steps) // 2)
     main = optax.join_schedules([
@@ -36,8 +42,8 @@ def make_schedule(*, learning_rate: float, schedule: str, warmup_steps: int,
             init_value=learning_rate, decay_steps=max(1, total_steps - warmup_steps - flat),
             alpha=end_learning_rate_factor)], boundaries=[flat])
   else:
-    raise ValueError(f"optimizer.schedule must be 'cosine', 'flat_cosine' or 'constant', "
-                     f'got {schedule!r}.')
+    raise ValueError(f"optimizer.schedule must be 'cosine', 'linear', 'flat_cosine' or "
+                     f"'constant', got {schedule!r}.")
   if warmup_steps == 0:
     return main
   warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)

@@ -63,11 +63,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.max_steps = 110     # SMAX episodes end after 100 steps
   config.eval.greedy = False
   config.eval.map = ''            # evaluate on this map instead of env.map (zero-shot)
-  # JaxMARL IPPO's optimizer settings (Adam, eps 1e-5, clip 0.25, lr decayed to 0).
+  # JaxMARL IPPO's optimizer settings (Adam lr 4e-3, eps 1e-5, clip 0.25, lr annealed
+  # linearly to 0 over the run).
   config.optimizer.name = 'adam'
-  config.optimizer.learning_rate = 2e-3
+  config.optimizer.learning_rate = 4e-3
   config.optimizer.eps = 1e-5
-  config.optimizer.schedule = 'cosine'
+  config.optimizer.schedule = 'linear'
   config.optimizer.warmup_steps = 0
   config.optimizer.clip_norm = 0.25
   config.checkpoint.every = 25

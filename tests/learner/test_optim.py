@@ -16,9 +16,16 @@ def test_warmup_then_cosine():
                               schedule(110)], [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
 
 
+def test_warmup_then_linear_decay():
+  schedule = optim.make_schedule(learning_rate=2.0, schedule='linear', warmup_steps=10,
+                                 total_steps=110, end_learning_rate_factor=0.1)
+  np.testing.assert_allclose([schedule(0), schedule(10), schedule(60), schedule(110),
+                              schedule(200)], [0.0, 2.0, 1.1, 0.2, 0.2], atol=1e-6)
+
+
 def test_bad_schedule_names_field():
   with pytest.raises(ValueError, match='optimizer.schedule'):
-    optim.make_schedule(learning_rate=1.0, schedule='linear', warmup_steps=0,
+    optim.make_schedule(learning_rate=1.0, schedule='linear_cosine', warmup_steps=0,
                         total_steps=10)
 
 
