@@ -269,13 +269,20 @@ def half_precision_einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Ar
                        [letters.index(c) for c in out])
 
 
+def _row_major(x: jax.Array) -> jax.Array:
+  """`x` as a row-major array XLA keeps (flattened behind an optimisation barrier): a
+  transpose or other layout change in front of it is copied here, not folded into the
+  consuming dot (see `_materialised_transpose`); an array already row-major passes
+  through without a copy."""
+  return jax.lax.optimization_barrier(x.reshape(-1)).reshape(x.shape)
+
+
 def _materialised_transpose(x: jax.Array, permutation) -> jax.Array:
   """`jnp.transpose(x, permutation)` as a row-major copy that XLA keeps: flattened
   behind an optimisation barrier, since a bare transpose (even behind a barrier) is a
   layout change XLA folds into the consuming dot, whose bfloat16 operand in that
   layout it then converts to float32."""
-  moved = jnp.transpose(x, permutation)
-  return jax.lax.optimization_barrier(moved.reshape(-1)).reshape(moved.shape)
+  return _row_major(jnp.transpose(x, permutation))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -289,6 +296,12 @@ def einsum_fast_backward(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Arr
 
 
 def _forward(subscripts, x, y):
+  if _half_precision_on_cpu(x, y):
+    # Attention's operands arrive as heads-major transposes ([B, N, H, D] read as
+    # [B, H, N, D]); XLA:CPU folds such a transpose into the dot and then runs it in
+    # float32. As row-major copies (in bfloat16) they stay bfloat16 dots, forward and
+    # backward (the copies are the residuals).
+    x, y = _row_major(x), _row_major(y)
   out = jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
   return out, (x, y)
 
@@ -296,6 +309,8 @@ def _forward(subscripts, x, y):
 def _backward(subscripts, residuals, g):
   x, y = residuals
   xs, ys, out, *_ = _parse(subscripts)
+  if _half_precision_on_cpu(x, y):
+    g = _row_major(g.astype(x.dtype))  # e.g. dO read heads-major from [B, Q, H * D]
   return (einsum(f'{out},{ys}->{xs}', g.astype(y.dtype), y).astype(x.dtype),
           einsum(f'{xs},{out}->{ys}', x, g.astype(x.dtype)).astype(y.dtype))
 

@@ -152,3 +152,20 @@ def test_last_projections_return_float32_for_bfloat16_inputs(impl):
   if impl == 'fast':  # reference: hk.Linear's bfloat16 output, cast
     # Not rounded to bfloat16: most values are not representable in it.
     assert np.mean(np.asarray(last) != np.asarray(last.astype(jnp.bfloat16), np.float32)) > 0.5
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's bfloat16 dot path")
+def test_attention_products_compile_to_bfloat16_dots():
+  """QK^T and PV (forward and backward) of operands read heads-major from [B, N, H, D]
+  (blocks/attention.attend's swapaxes), which XLA:CPU would run as float32 dots."""
+  q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, n, 2, 16)).astype(jnp.bfloat16)
+             for i, n in enumerate((16, 24, 24)))
+
+  def loss(q, k, v):
+    return jnp.sum(blocks.attention.attend(q, k, v).astype(jnp.float32) ** 2)
+
+  with kernels.use('fast'):
+    forward = _compiled_dot_operand_types(blocks.attention.attend, q, k, v)
+    backward = _compiled_dot_operand_types(jax.grad(loss, argnums=(0, 1, 2)), q, k, v)
+  assert len(forward) == 2 and len(backward) == 6, (forward, backward)
+  assert all(d == ('bf16', 'bf16', 'f32') for d in forward + backward), (forward, backward)
