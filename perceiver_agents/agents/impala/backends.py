@@ -331,11 +331,12 @@ class TrajectoryIterator:
   starting parameters); `next()` then returns the batch for update `step`, made of
   `batch_size` trajectories from whole unrolls. An unroll acted with parameters more
   than `max_policy_lag` updates old is dropped (-1: never). `unrolls_per_batch` > 0:
-  the pool acts on demand (UnrollCredits), and `next()` asks it for that many unrolls. `metrics()` reports, since
-  its previous call: 'policy_lag_mean' / 'policy_lag_max' (updates between the acting
-  parameters and the update that trains on them), 'env_steps_per_s'; and for the whole
-  run: 'dropped_trajectories', 'actor_restarts', 'episodes', 'env_steps', and
-  'episode_return' / 'episode_length' (means over the last 100 episodes).
+  the pool acts on demand (UnrollCredits), and `next()` asks it for that many unrolls.
+  `metrics()` reports, since its previous call: 'policy_lag_mean' / 'policy_lag_max'
+  (updates between the acting parameters and the update that trains on them),
+  'env_steps_per_s'; and for the whole run: 'dropped_trajectories', 'actor_restarts',
+  'episodes', 'env_steps', and 'episode_return' / 'episode_length' (means over the last
+  100 episodes).
   """
 
   def __init__(self, pool: Any, *, batch_size: int, max_policy_lag: int = -1,

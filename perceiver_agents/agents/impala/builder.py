@@ -161,10 +161,11 @@ class ImpalaBuilder:
 
   @property
   def on_demand(self) -> bool:
-    """max_policy_lag 0: the threads and ray actors act only for the batch being
+    """max_policy_lag 0 on threads or ray: the actors act only for the batch being
     assembled, with the newest parameters, rather than ahead of the learner with
-    parameters whose trajectories would all be dropped."""
-    return self.config.actors.max_policy_lag == 0
+    parameters whose trajectories would all be dropped (inline always acts so)."""
+    a = self.config.actors
+    return a.max_policy_lag == 0 and a.backend != 'inline'
 
   def train_iterator(self, start_step: int) -> backends.TrajectoryIterator:
     del start_step  # Actors act with the parameters the learner publishes.
@@ -174,8 +175,7 @@ class ImpalaBuilder:
         self.make_pool(), batch_size=self.layout.batch_size,
         max_policy_lag=self.config.actors.max_policy_lag,
         unrolls_per_batch=(self.layout.batch_size // self.layout.envs_per_actor
-                           if self.on_demand and self.config.actors.backend != 'inline'
-                           else 0))
+                           if self.on_demand else 0))
     return self.iterator
 
   def task(self) -> Task:

@@ -26,7 +26,7 @@ def local_ray():
   """A local Ray for this test process: 2 CPUs and a 200 MB object store, so that two
   pytest-xdist workers fit on a small machine; shut down at the end of the session."""
   import ray  # pylint: disable=g-import-not-at-top
-  ray.init(address='local', num_cpus=2, object_store_memory=200 * 1024 ** 2, include_dashboard=False,
-           logging_level='WARNING', log_to_driver=False)
+  ray.init(address='local', num_cpus=2, object_store_memory=200 * 1024 ** 2,
+           include_dashboard=False, logging_level='WARNING', log_to_driver=False)
   yield ray
   ray.shutdown()
