@@ -19,7 +19,8 @@ throughput: for each environment, trains `--steps` updates with inline (1 actor)
 learning: catch for 300 updates (BENCHMARKS.md's agents_catch row) and entity_micro with
   the Perceiver IO encoder for 3000 updates (the agents_entity row), on --backend with
   --num_actors actors, for each of --seeds: the mean return of the last 100 episodes,
-  policy lag and rho.
+  policy lag and rho, the curve of that mean (every 10 updates) and the first update
+  where it reaches 5 (on entity_micro: the escape from the random-enemy plateau).
 fault: catch on ray with 2 actors for --steps updates; a thread SIGKILLs actor 0's
   process after update 3; the run must finish and log a restart. Then the same run as
   a `perceiver-agents train agent` process, SIGKILLed once its step-4 checkpoint is
@@ -144,8 +145,11 @@ def learning(args) -> list:
                  'rho_clipped_fraction': sum(r['rho_clipped_fraction']
                                              for r in records) / len(records),
                  'dropped_trajectories': m['dropped_trajectories'],
+                 'first_update_at_5': next((r['step'] for r in records
+                                            if r.get('episode_return', 0.0) >= 5.0), None),
+                 'curve': [[r['step'], r['episode_return']] for r in records],
                  'overrides': list(args.set), 'wall_seconds': wall})
-    print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps({k: v for k, v in rows[-1].items() if k != 'curve'}), flush=True)
   return rows
 
 

@@ -238,26 +238,59 @@ class FailedActor(NamedTuple):
   error: BaseException
 
 
-class ThreadActors:
+class QueuedActors:
+  """What the threads and ray pools share: the queue of finished unrolls that the learner
+  drains (`get`), the credits that bound it (UnrollCredits; `request` when on demand),
+  the restart budget and the stop flag. Subclasses fill the queue from their actors and
+  say, through `_stopped()`, when nothing will fill it any more."""
+
+  def __init__(self, *, queue_size: int, max_restarts: int, on_demand: bool):
+    self._queue = queue.Queue()   # Bounded by the credits.
+    self._credits = UnrollCredits(queue_size, on_demand=on_demand)
+    self._stop = threading.Event()
+    self._restarts = RestartBudget(max_restarts)
+
+  @property
+  def restarts(self) -> int:
+    return self._restarts.count
+
+  def _stopped(self) -> Optional[str]:
+    """Why no unroll will come any more (the actors' threads ended), else None."""
+    raise NotImplementedError
+
+  def get(self) -> tuple[dict, UnrollStats]:
+    while True:
+      try:
+        item = self._queue.get(timeout=POLL_S)
+      except queue.Empty:
+        reason = self._stopped()
+        if reason:
+          raise ActorFailure(reason) from None
+        continue
+      if isinstance(item, FailedActor):
+        raise ActorFailure(f'actor {item.actor_id} failed: {type(item.error).__name__}: '
+                           f'{item.error}') from item.error
+      self._credits.returned()
+      return item
+
+  def request(self, count: int) -> None:
+    self._credits.request(count)
+
+
+class ThreadActors(QueuedActors):
   """`num_actors` actor threads, at most `queue_size` unrolls ahead of the learner (or,
   `on_demand`, acting only the unrolls the learner asks for: UnrollCredits)."""
 
   def __init__(self, make_actor: ActorFactory, *, num_actors: int, queue_size: int,
                max_restarts: int, on_demand: bool = False):
+    super().__init__(queue_size=queue_size, max_restarts=max_restarts,
+                     on_demand=on_demand)
     self._make_actor = make_actor
     self._num_actors = num_actors
-    self._queue = queue.Queue()   # Bounded by the credits.
-    self._credits = UnrollCredits(queue_size, on_demand=on_demand)
-    self._stop = threading.Event()
     self._threads = []
-    self._restarts = RestartBudget(max_restarts)
     # Build (and check) the first actors here, so that configuration errors surface in
     # the caller's thread.
     self._first = [make_actor(i, 0) for i in range(num_actors)]
-
-  @property
-  def restarts(self) -> int:
-    return self._restarts.count
 
   def start(self, source: ParameterSource) -> None:
     for i in range(self._num_actors):
@@ -301,22 +334,10 @@ class ThreadActors:
     if actor is not None:
       actor.close()
 
-  def get(self) -> tuple[dict, UnrollStats]:
-    while True:
-      try:
-        item = self._queue.get(timeout=POLL_S)
-      except queue.Empty:
-        if self._threads and not any(t.is_alive() for t in self._threads):
-          raise ActorFailure('all actor threads have stopped.') from None
-        continue
-      if isinstance(item, FailedActor):
-        raise ActorFailure(f'actor {item.actor_id} failed: {type(item.error).__name__}: '
-                           f'{item.error}') from item.error
-      self._credits.returned()
-      return item
-
-  def request(self, count: int) -> None:
-    self._credits.request(count)
+  def _stopped(self) -> Optional[str]:
+    if self._threads and not any(t.is_alive() for t in self._threads):
+      return 'all actor threads have stopped.'
+    return None
 
   def close(self) -> None:
     self._stop.set()

@@ -17,7 +17,6 @@ Ray is an optional extra: pip install 'perceiver-agents[distributed]'.
 """
 
 import os
-import queue
 import socket
 import threading
 from typing import Any, Optional
@@ -101,30 +100,24 @@ class _Worker:
             'hostname': socket.gethostname(), 'pid': os.getpid()}
 
 
-class RayActors:
+class RayActors(backends.QueuedActors):
   """`num_actors` Ray actors, at most `queue_size` unrolls ahead of the learner (or,
   `on_demand`, acting only the unrolls the learner asks for); the backends.py API."""
 
   def __init__(self, actor_builder: Any, *, num_actors: int, queue_size: int,
                max_restarts: int, address: str = '', cpus_per_actor: float = 1.0,
                on_demand: bool = False):
+    super().__init__(queue_size=queue_size, max_restarts=max_restarts,
+                     on_demand=on_demand)
     self._ray = ray = import_ray()
     self._owns_ray = connect(address, num_cpus=max(os.cpu_count() or 1,
                                                    int(num_actors * cpus_per_actor + 1)))
     self._builder = actor_builder
     self._remote = ray.remote(num_cpus=cpus_per_actor, max_restarts=0)(_Worker)
-    self._restarts = backends.RestartBudget(max_restarts)
-    self._queue = queue.Queue()   # Bounded by the credits.
-    self._credits = backends.UnrollCredits(queue_size, on_demand=on_demand)
-    self._stop = threading.Event()
     self._incarnations = [0] * num_actors
     self._workers = [self._spawn(i) for i in range(num_actors)]
     self._thread: Optional[threading.Thread] = None
     self._params_ref, self._params_version = None, None
-
-  @property
-  def restarts(self) -> int:
-    return self._restarts.count
 
   def _spawn(self, actor_id: int):
     return self._remote.remote(self._builder, actor_id, self._incarnations[actor_id])
@@ -197,23 +190,10 @@ class RayActors:
       if not self._stop.is_set():
         self._queue.put(backends.FailedActor(-1, e))
 
-  def get(self):
-    while True:
-      try:
-        item = self._queue.get(timeout=backends.POLL_S)
-      except queue.Empty:
-        if self._thread is not None and not self._thread.is_alive():
-          raise backends.ActorFailure('the Ray actors pump has stopped.') from None
-        continue
-      if isinstance(item, backends.FailedActor):
-        raise backends.ActorFailure(f'actor {item.actor_id} failed: '
-                                    f'{type(item.error).__name__}: {item.error}'
-                                    ) from item.error
-      self._credits.returned()
-      return item
-
-  def request(self, count: int) -> None:
-    self._credits.request(count)
+  def _stopped(self) -> Optional[str]:
+    if self._thread is not None and not self._thread.is_alive():
+      return 'the Ray actors pump has stopped.'
+    return None
 
   def close(self) -> None:
     self._stop.set()
