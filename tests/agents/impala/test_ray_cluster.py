@@ -56,7 +56,7 @@ def test_actors_spread_over_the_nodes_of_a_joined_cluster(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', RAY_DEDUP_LOGS='0')
   done = subprocess.run(
       [sys.executable, '-c', SCRIPT, os.path.dirname(__file__)], capture_output=True,
-      text=True, timeout=240, env=env, cwd=tmp_path, check=False)
+      text=True, timeout=480, env=env, cwd=tmp_path, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result['trajectories'] == 4
