@@ -62,6 +62,14 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     return spec
 
 
+class _ProjectLogHandler(logging.StreamHandler):
+  """The project's INFO lines on stderr ('perceiver_agents...: message')."""
+
+  def __init__(self):
+    super().__init__(sys.stderr)
+    self.setFormatter(logging.Formatter('%(name)s: %(message)s'))
+
+
 def quiet_libraries() -> None:
   """See the module docstring. Idempotent; a no-op for what is already imported."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -72,9 +80,6 @@ def quiet_libraries() -> None:
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger('absl').setLevel(logging.WARNING)
   project = logging.getLogger('perceiver_agents')
-  if not any(getattr(h, 'perceiver_agents', False) for h in project.handlers):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.perceiver_agents = True
-    handler.setFormatter(logging.Formatter('%(name)s: %(message)s'))
-    project.addHandler(handler)
+  if not any(isinstance(h, _ProjectLogHandler) for h in project.handlers):
+    project.addHandler(_ProjectLogHandler())
     project.setLevel(logging.INFO)

@@ -1,4 +1,5 @@
-"""The CLI keeps TensorFlow's import banners off the terminal, and nothing else."""
+"""The CLI keeps TensorFlow's import banners off the terminal, and nothing else; the
+project's own INFO lines show."""
 
 import subprocess
 import sys
@@ -28,3 +29,16 @@ def test_import_errors_still_surface(tmp_path):
                           text=True, timeout=60)
   assert result.returncode != 0
   assert 'broken tf' in result.stderr and 'real problem' in result.stderr
+
+
+def test_project_info_lines_show_once_however_often_it_is_called():
+  code = ('import logging\n'
+          'from perceiver_agents import startup\n'
+          'startup.quiet_libraries()\n'
+          'startup.quiet_libraries()\n'
+          'logging.getLogger("perceiver_agents.agents").info("placed")\n'
+          'logging.getLogger("other").info("hidden")\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=60, check=True)
+  assert result.stderr.count('perceiver_agents.agents: placed') == 1
+  assert 'hidden' not in result.stderr
