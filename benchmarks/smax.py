@@ -10,6 +10,9 @@
         --jaxmarl-src /tmp/jaxmarl_src --updates 3 --out benchmarks/results/smax_throughput_3m.json
     python benchmarks/smax.py plot benchmarks/results/smax_*.json --out benchmarks/results/smax_curves.png
     python benchmarks/smax.py table benchmarks/results/smax_*.json    # BENCHMARKS.md rows
+    # encoder ablation: one `train --seed S` JSON per encoder and seed, grouped by encoder:
+    python benchmarks/smax.py ablation benchmarks/results/smax_3m_{perceiver_io,mlp}.json \
+        benchmarks/results/smax_ablation_3m_*.json
     # three seeds side by side in one compiled program (rl.num_seeds), one JSON:
     flock /tmp/perceiver_bench.lock python benchmarks/smax.py train --map 3m --encoder mlp \
         --seeds 0,1,2 --env-steps 2e6 --out benchmarks/results/smax_3m_mlp_seeds.json
@@ -362,6 +365,26 @@ def table(args, extra):
           f"{_mean_range(evals)} ({ev['episodes']:.0f}) | {r['flops_per_agent_step']:,.0f} |")
 
 
+def ablation(args, extra):
+  """Markdown rows: per encoder, the seeds' win rates at the budget (one JSON per seed)."""
+  del extra
+  groups = {}
+  for path in args.files:
+    r = json.load(open(path))
+    if 'encoder' in r and 'curves' not in r:
+      groups.setdefault((r['map'], r['encoder'], r['view']), []).append(r)
+  print('| map | encoder | seeds | train win rate at the budget, mean [min, max] | '
+        'per seed | eval win rate, mean [min, max] | FLOPs / agent step |')
+  print('|---|---|---|---|---|---|---|')
+  for (name, encoder, view), runs in sorted(groups.items()):
+    runs.sort(key=lambda r: r['seed'])
+    wins = [_win_at(r['curve'], r['env_steps'], 'env_steps') for r in runs]
+    evals = [r['eval'][name]['win_rate'] for r in runs if name in r['eval']]
+    print(f"| {name} | {encoder} ({view}) | {', '.join(str(r['seed']) for r in runs)} | "
+          f"{_mean_range(wins)} | {' / '.join(f'{w:.2f}' for w in wins)} | "
+          f"{_mean_range(evals) if evals else '-'} | {runs[0]['flops_per_agent_step']:,.0f} |")
+
+
 def _write(path, obj):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w') as f:
@@ -408,15 +431,15 @@ def main():
       m.add_argument('--device-counts', type=int, nargs='+', default=[1, 2, 4, 8])
     if name != 'devices-child':
       m.add_argument('--out', required=True)
-  tb = sub.add_parser('table')
-  tb.add_argument('files', nargs='+')
+  for name in ('table', 'ablation'):
+    sub.add_parser(name).add_argument('files', nargs='+')
   p = sub.add_parser('plot')
   p.add_argument('files', nargs='+')
   p.add_argument('--out', required=True)
   args, extra = parser.parse_known_args()
   extra = [e[len('--config.'):] for e in extra if e.startswith('--config.')]
   {'train': train, 'collect': collect, 'throughput': throughput, 'table': table,
-   'plot': plot, 'seeds': seeds_throughput, 'devices': devices,
+   'ablation': ablation, 'plot': plot, 'seeds': seeds_throughput, 'devices': devices,
    'devices-child': devices_child}[args.command](args, extra)
 
 
