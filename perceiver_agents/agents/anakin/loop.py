@@ -94,7 +94,7 @@ def num_updates(config: ml_collections.ConfigDict) -> int:
   return config.train.steps
 
 
-def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def _check(config: ml_collections.ConfigDict, num_devices: int, env) -> None:
   rl = config.rl
   if rl.loss not in losses_lib.LOSSES:
     raise ValueError(f'rl.loss: expected one of {losses_lib.LOSSES}, got {rl.loss!r}.')
@@ -107,13 +107,17 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if rl.num_envs % rl.num_minibatches:
     raise ValueError(f'rl.num_envs ({rl.num_envs}) must be a multiple of '
                      f'rl.num_minibatches ({rl.num_minibatches}).')
+  maps = getattr(env, 'maps', None)   # A mixture gives each map an equal share.
+  if maps and rl.num_envs % len(maps):
+    raise ValueError(f'rl.num_envs ({rl.num_envs}) must be a multiple of the number of '
+                     f'maps of the mixture ({len(maps)}: {"+".join(maps)}).')
 
 
 def build(env, config: ml_collections.ConfigDict,
           mesh: Optional[jax.sharding.Mesh] = None) -> Programs:
   """Jit-compiled init(rng) and update(train_state) for `env` (a jax_envs environment)."""
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
-  _check(config, mesh.size)
+  _check(config, mesh.size, env)
   rl = config.rl
   num_envs, unroll = rl.num_envs, rl.unroll_length
   network = networks_lib.make_network(config.agent, env)

@@ -61,6 +61,10 @@ def test_configuration_errors_name_the_field():
                                        r'rl.num_minibatches \(3\)'):
     anakin.build(env, tiny_config('rl.num_minibatches=3'))
   assert anakin.num_updates(tiny_config('rl.env_steps=130')) == 3   # ceil(130 / 64)
+  mixture = jax_envs.make('smax:3m+2s3z+5m_vs_6m')
+  with pytest.raises(ValueError, match=r'rl.num_envs \(8\) must be a multiple of the '
+                                       r'number of maps of the mixture \(3: 3m\+2s3z'):
+    anakin.build(mixture, tiny_config())
 
 
 _CHILD = r'''
