@@ -4,11 +4,13 @@
     flock /tmp/perceiver_bench.lock python benchmarks/smax.py train --map 3m \
         --encoder perceiver_io --env-steps 2e6 --out benchmarks/results/smax_3m_perceiver_io.json
     flock /tmp/perceiver_bench.lock python benchmarks/smax_baseline.py \
-        --jaxmarl-src /tmp/jaxmarl_src --map 3m --steps 2e6 --out benchmarks/results/smax_baseline_3m.json
+        --jaxmarl-src /tmp/jaxmarl_src --map 3m --steps 2e6 \
+        --out benchmarks/results/smax_baseline_3m.json
     # env steps/s of the baseline and ours in one process, back to back, and FLOPs:
     flock /tmp/perceiver_bench.lock python benchmarks/smax.py throughput --map 3m \
         --jaxmarl-src /tmp/jaxmarl_src --updates 3 --out benchmarks/results/smax_throughput_3m.json
-    python benchmarks/smax.py plot benchmarks/results/smax_*.json --out benchmarks/results/smax_curves.png
+    python benchmarks/smax.py plot benchmarks/results/smax_*.json \
+        --out benchmarks/results/smax_curves.png
     python benchmarks/smax.py table benchmarks/results/smax_*.json    # BENCHMARKS.md rows
     # encoder ablation: one `train --seed S` JSON per encoder and seed, grouped by encoder:
     python benchmarks/smax.py ablation benchmarks/results/smax_3m_{perceiver_io,mlp}.json \
