@@ -14,7 +14,8 @@ throughput: for each environment, trains `--steps` updates with inline (1 actor)
   update's worth, is full or empty alike at both ends of a steady window): learner
   updates/s over training time and environment steps/s as the actors report them.
   catch = bsuite catch/0 as entities with the Perceiver IO encoder
-  (benchmarks/agents_catch.py's config, unroll 20), no step delay; entity_micro = benchmarks/agents_entity.py's Perceiver IO config (unroll 8) with
+  (benchmarks/agents_catch.py's config, unroll 20), no step delay; entity_micro =
+  benchmarks/agents_entity.py's Perceiver IO config (unroll 8) with
   env_step_delay_ms=20, standing in for a game engine such as StarCraft II.
 learning: catch for 300 updates (BENCHMARKS.md's agents_catch row) and entity_micro with
   the Perceiver IO encoder for 3000 updates (the agents_entity row), on --backend with
