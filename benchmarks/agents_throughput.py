@@ -147,7 +147,7 @@ def learning(args) -> list:
                                              for r in records) / len(records),
                  'dropped_trajectories': m['dropped_trajectories'],
                  'first_update_at_5': next((r['step'] for r in records
-                                            if r.get('episode_return', 0.0) >= 5.0), None),
+                                            if r['episode_return'] >= 5.0), None),
                  'curve': [[r['step'], r['episode_return']] for r in records],
                  'overrides': list(args.set), 'wall_seconds': wall})
     print(json.dumps({k: v for k, v in rows[-1].items() if k != 'curve'}), flush=True)
