@@ -90,21 +90,18 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *,
                        f'value head widths (got {qk_dim} and {v_dim}) and no dropout '
                        f'(got {dropout_prob}).')
     return _fused(q, k, v, attention_mask, implementation)
-  # Heads-major operands make both products plain batched matmuls over [B, H]; with
-  # the head axis in the middle XLA:CPU transposed inside every dot.
-  q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, Q|K, D]
-  logits = ops.einsum('bhqd,bhkd->bhqk', q * (1.0 / math.sqrt(qk_dim)), k)
+  logits = ops.attention_logits(q * (1.0 / math.sqrt(qk_dim)), k)  # [B, H, Q, K]
   if attention_mask is not None:
     logits = masking.mask_logits(logits, attention_mask[:, None, :, :])
   # softmax(logits) @ v, normalised after the product: the division then runs over
-  # [B, H, Q, Dv] instead of [B, H, Q, K] (and dropout commutes with it).
+  # [B, Q, H, Dv] instead of [B, H, Q, K] (and dropout commutes with it).
   logits_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
   unnormalised = jnp.exp(logits - logits_max)  # [B, H, Q, K]
   total = jnp.sum(unnormalised, axis=-1, keepdims=True)  # [B, H, Q, 1]
   unnormalised = ops.dropout(unnormalised, dropout_prob, is_training=True)
-  out = ops.einsum('bhqk,bhkd->bhqd', unnormalised.astype(v.dtype), v) / total
-  out = out.astype(v.dtype)  # [B, H, Q, Dv]
-  out = jnp.reshape(jnp.swapaxes(out, 1, 2), [batch, q_len, heads * v_dim])
+  out = ops.attention_values(unnormalised.astype(v.dtype), v)  # [B, Q, H, Dv]
+  out = (out / jnp.swapaxes(total, 1, 2)).astype(v.dtype)
+  out = jnp.reshape(out, [batch, q_len, heads * v_dim])
   return masking.zero_empty_rows(out, attention_mask)
 
 
@@ -270,9 +267,11 @@ class MLP(hk.Module):
 
   def __call__(self, x: jax.Array, *, is_training: bool) -> jax.Array:
     """Maps [B, N, C] to [B, N, C]."""
-    channels = x.shape[-1]
-    x = linear(self._widening_factor * channels, init_scale=self._init_scale)(x)
-    x = ops.gelu(x)  # tanh approximation, as published (ops.exact_gelu: erf)
+    channels, dtype = x.shape[-1], x.dtype
+    # The activation reads the float32 accumulation (bfloat16 compute: one rounding).
+    x = linear(self._widening_factor * channels, init_scale=self._init_scale,
+               float32_output=True)(x)
+    x = ops.gelu(x).astype(dtype)  # tanh approximation, as published (exact_gelu: erf)
     x = linear(channels, init_scale=self._init_scale)(x)
     return ops.dropout(x, self._dropout_prob, is_training=is_training)
 

@@ -91,9 +91,9 @@ class LayerNorm(hk.LayerNorm):
 
 
 def linear(output_size: int, *, init_scale: float = 1.0, with_bias: bool = True,
-           name: Optional[str] = None) -> Linear:
+           float32_output: bool = False, name: Optional[str] = None) -> Linear:
   """A position-wise dense layer (a 1x1 convolution over the index axis)."""
-  return Linear(output_size, with_bias=with_bias,
+  return Linear(output_size, with_bias=with_bias, float32_output=float32_output,
                 w_init=hk.initializers.VarianceScaling(init_scale), name=name)
 
 
@@ -109,6 +109,25 @@ def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
   if _fast():
     return cpu_gemm.einsum_fast_backward(subscripts, x, y)
   return jnp.einsum(subscripts, x, y)
+
+
+def attention_logits(q: jax.Array, k: jax.Array) -> jax.Array:
+  """q [B, Q, H, D] . k [B, K, H, D] -> logits [B, H, Q, K] (float32 for bfloat16).
+
+  Read heads-major ([B, H, N, D] copies, plain batched matmuls for XLA), or in place
+  by the oneDNN kernel where it takes bfloat16 operands (cpu_gemm.in_place_products).
+  """
+  if _fast() and cpu_gemm.in_place_products(q, k):
+    return cpu_gemm.einsum_fast_backward('bqhd,bkhd->bhqk', q, k)
+  return einsum('bhqd,bhkd->bhqk', jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2))
+
+
+def attention_values(p: jax.Array, v: jax.Array) -> jax.Array:
+  """p [B, H, Q, K] . v [B, K, H, Dv] -> [B, Q, H, Dv] (float32 for bfloat16), laid
+  out as `attention_logits` says."""
+  if _fast() and cpu_gemm.in_place_products(p, v):
+    return cpu_gemm.einsum_fast_backward('bhqk,bkhd->bqhd', p, v)
+  return jnp.swapaxes(einsum('bhqk,bhkd->bhqd', p, jnp.swapaxes(v, 1, 2)), 1, 2)
 
 
 def broadcast_batch(x: jax.Array, batch_size: int) -> jax.Array:
@@ -148,8 +167,14 @@ _EXACT_GELU = contextvars.ContextVar('perceiver_agents_exact_gelu', default=Fals
 
 
 def gelu(x: jax.Array) -> jax.Array:
-  """GELU of x: the tanh approximation (the published models), exact in `exact_gelu()`."""
-  return jax.nn.gelu(x, approximate=not _EXACT_GELU.get())
+  """GELU of x: the tanh approximation (the published models), exact in `exact_gelu()`.
+
+  Computed in float32 for bfloat16 x and rounded once: op by op in bfloat16, XLA
+  rounds every intermediate of the polynomial and tanh (4x slower on CPU, and less
+  exact)."""
+  out = jax.nn.gelu(x.astype(jnp.promote_types(x.dtype, jnp.float32)),
+                    approximate=not _EXACT_GELU.get())
+  return out.astype(x.dtype)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -43,7 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver_agents.kernels import cpu_features
+
 _TARGET = 'pa_strided_gemm'
+_TARGET_BF16 = 'pa_strided_gemm_bf16'
 _SOURCE = pathlib.Path(__file__).with_name('cpu_gemm.cc')
 _INT32_MAX = 2 ** 31 - 1
 _SWITCH = 'PERCEIVER_AGENTS_CPU_GEMM'
@@ -85,8 +89,26 @@ def _cache_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get('PERCEIVER_AGENTS_CACHE', default))
 
 
+def _onednn() -> Tuple[str, str]:
+  """(include dir, lib dir) of the onednn-cpu-gomp packages, or ('', '') without them."""
+  try:
+    lib = [f for f in importlib.metadata.files('onednn-cpu-gomp') or ()
+           if f.name.startswith('libdnnl.so')]
+    header = [f for f in importlib.metadata.files('onednn-devel-cpu-gomp') or ()
+              if str(f).endswith('oneapi/dnnl/dnnl.hpp')]
+  except importlib.metadata.PackageNotFoundError:
+    return '', ''
+  if not lib or not header:
+    return '', ''
+  return (str(header[0].locate().parent.parent.parent),
+          str(lib[0].locate().parent))
+
+
 def _build() -> pathlib.Path:
-  """Compiles cpu_gemm.cc (once per source, jaxlib and OpenBLAS); returns the .so."""
+  """Compiles cpu_gemm.cc (once per source, jaxlib, OpenBLAS and oneDNN); returns the .so.
+
+  With the onednn-cpu-gomp packages installed the library also holds the bfloat16
+  kernel (`has_bfloat16_kernel`)."""
   import scipy_openblas32  # pylint: disable=g-import-not-at-top
   compiler = shutil.which(os.environ.get('CXX', 'c++'))
   if compiler is None:
@@ -96,6 +118,10 @@ def _build() -> pathlib.Path:
              '-I', jax.ffi.include_dir(), '-I', scipy_openblas32.get_include_dir(),
              str(_SOURCE), '-L', lib_dir, '-l' + scipy_openblas32.get_library(),
              '-Wl,-rpath,' + lib_dir]
+  dnnl_include, dnnl_lib = _onednn()
+  if dnnl_lib:
+    command += ['-DPA_ONEDNN', '-I', dnnl_include, '-L', dnnl_lib, '-l:libdnnl.so.3',
+                '-lgomp', '-Wl,-rpath,' + dnnl_lib]
   key = hashlib.sha256('\0'.join(
       [_SOURCE.read_text(), jax.lib.__version__, scipy_openblas32.__version__]
       + command).encode()).hexdigest()[:16]
@@ -115,18 +141,35 @@ def _build() -> pathlib.Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _load() -> bool:
-  """Builds, loads and registers the kernel; False (with a warning) if it cannot."""
+def _library():
+  """The built kernel library with its targets registered, or None (with a warning)."""
   try:
     library = ctypes.CDLL(str(_build()))
     library.pa_strided_gemm_init()
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.PaStridedGemm),
                                 platform='cpu')
+    if hasattr(library, 'PaStridedGemmBf16'):
+      jax.ffi.register_ffi_target(_TARGET_BF16,
+                                  jax.ffi.pycapsule(library.PaStridedGemmBf16),
+                                  platform='cpu')
   except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as e:
     logging.warning('perceiver_agents.kernels.cpu_gemm: OpenBLAS kernel unavailable, '
                     'XLA computes every product (%s)', e)
-    return False
-  return True
+    return None
+  return library
+
+
+def _load() -> bool:
+  """Builds, loads and registers the kernel; False (with a warning) if it cannot."""
+  return _library() is not None
+
+
+def has_bfloat16_kernel() -> bool:
+  """Whether the oneDNN bfloat16 kernel is built (the onednn-cpu-gomp packages) and
+  the CPU has AVX-512 BF16 or AMX, which it needs to beat XLA's own bfloat16 dots."""
+  library = _library()
+  return (library is not None and hasattr(library, 'PaStridedGemmBf16') and
+          bool(cpu_features.bf16_units()))
 
 
 def _row_major_strides(shape: Tuple[int, ...]) -> List[int]:
@@ -223,9 +266,21 @@ def einsum(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Array:
     call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                             vmap_method='sequential')
     return call(a, b, dims=dims)
+  if plan is not None and in_place_products(x, y):
+    a, b, out_shape, dims = plan
+    call = jax.ffi.ffi_call(_TARGET_BF16, jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                            vmap_method='sequential')
+    return call(a, b, dims=dims)
   if _half_precision_on_cpu(x, y):
     return half_precision_einsum(subscripts, x, y)
   return jnp.einsum(subscripts, x, y, preferred_element_type=accumulation_dtype(x, y))
+
+
+def in_place_products(x: jax.Array, y: jax.Array) -> bool:
+  """Whether `einsum` of x and y runs on the oneDNN kernel, which reads strided and
+  transposed operands in place: bfloat16 operands, kernel built, bfloat16 units."""
+  return (x.dtype == jnp.bfloat16 and y.dtype == jnp.bfloat16 and enabled() and
+          has_bfloat16_kernel())
 
 
 def _half_precision_on_cpu(x: jax.Array, y: jax.Array) -> bool:
@@ -296,6 +351,8 @@ def einsum_fast_backward(subscripts: str, x: jax.Array, y: jax.Array) -> jax.Arr
 
 
 def _forward(subscripts, x, y):
+  if in_place_products(x, y):
+    return einsum(subscripts, x, y), (x, y)
   if _half_precision_on_cpu(x, y):
     # Attention's operands arrive as heads-major transposes ([B, N, H, D] read as
     # [B, H, N, D]); XLA:CPU folds such a transpose into the dot and then runs it in
@@ -309,7 +366,7 @@ def _forward(subscripts, x, y):
 def _backward(subscripts, residuals, g):
   x, y = residuals
   xs, ys, out, *_ = _parse(subscripts)
-  if _half_precision_on_cpu(x, y):
+  if _half_precision_on_cpu(x, y) and not in_place_products(x, y):
     g = _row_major(g.astype(x.dtype))  # e.g. dO read heads-major from [B, Q, H * D]
   return (einsum(f'{out},{ys}->{xs}', g.astype(y.dtype), y).astype(x.dtype),
           einsum(f'{xs},{out}->{ys}', x, g.astype(x.dtype)).astype(y.dtype))

@@ -49,14 +49,16 @@ def test_every_product_accumulates_in_float32():
   with kernels.use('fast'):
     grad = jax.jit(jax.grad(_loss(model, jnp.bfloat16, weights)))
     hlo = grad.lower(params, x).as_text()  # StableHLO of forward and backward
-  dots = re.findall(r'stablehlo\.dot_general.*?: \((.*?)\) -> (tensor<[^>]*>)', hlo)
-  bf16_dots = [(operands, result) for operands, result in dots if 'bf16' in operands]
+  # XLA's dots and the oneDNN kernel's calls (cpu_gemm.in_place_products).
+  products = re.findall(r'(?:stablehlo\.dot_general|stablehlo\.custom_call '
+                        r'@pa_strided_gemm_bf16).*?: \((.*?)\) -> (tensor<[^>]*>)', hlo)
+  bf16_products = [(operands, result) for operands, result in products if 'bf16' in operands]
   # Dense layers, QK^T, PV and the backward products of each.
-  assert len(bf16_dots) >= 20, len(bf16_dots)
-  for operands, result in bf16_dots:
+  assert len(bf16_products) >= 20, len(bf16_products)
+  for operands, result in bf16_products:
     assert result.endswith('xf32>'), (operands, result)
     assert 'f32' not in operands, operands  # both operands bfloat16
-  assert all('bf16' in operands for operands, _ in dots), 'a float32 product remained'
+  assert all('bf16' in operands for operands, _ in products), 'a float32 product remained'
 
 
 def test_bfloat16_gradients_match_float32():
@@ -88,16 +90,22 @@ def test_reference_and_fast_agree_in_bfloat16():
   assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.03
 
 
-def _compiled_dot_operand_types(fn, *args):
-  """[(lhs dtype, rhs dtype, result dtype)] of every dot XLA compiled for fn(*args)."""
+def _compiled_products(fn, *args):
+  """[(lhs dtype, rhs dtype, result dtype)] of every dot XLA compiled for fn(*args), and
+  of every call to the oneDNN kernel (kind 'dot' or 'onednn' first)."""
   text = jax.jit(fn).lower(*args).compile().as_text()
   types = dict(re.findall(r'%([\w.\-]+) = (\w+)\[', text))
-  dots = re.findall(r'= (\w+)\[[^\n]* dot\(%([\w.\-]+), %([\w.\-]+)\)', text)
-  return [(types[lhs], types[rhs], result) for result, lhs, rhs in dots]
+  found = re.findall(r'= (\w+)\[[^\n]* (dot|custom-call)\(%([\w.\-]+), %([\w.\-]+)\)'
+                     r'(?:, custom_call_target="(\w+)")?', text)
+  return [('dot' if op == 'dot' else 'onednn', types[lhs], types[rhs], result)
+          for result, op, lhs, rhs, target in found
+          if op == 'dot' or target == 'pa_strided_gemm_bf16']
 
+
+BF16_PRODUCTS = (('dot', 'bf16', 'bf16', 'f32'), ('onednn', 'bf16', 'bf16', 'f32'))
 
 # The backward products: weight gradient X^T G, attention's dV = P^T dO, dK = dS^T Q,
-# dQ = dS K and dP = dO V^T (kernels/cpu_gemm.py's half_precision_einsum).
+# dQ = dS K and dP = dO V^T.
 BACKWARD_PRODUCTS = [('rk,rn->kn', (64, 16), (64, 24)),
                      ('bhqk,bhqd->bhkd', (2, 2, 16, 12), (2, 2, 16, 8)),
                      ('bhqd,bhqk->bhkd', (2, 2, 16, 8), (2, 2, 16, 12)),
@@ -107,14 +115,16 @@ BACKWARD_PRODUCTS = [('rk,rn->kn', (64, 16), (64, 24)),
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's bfloat16 dot path")
 @pytest.mark.parametrize('subscripts,x_shape,y_shape', BACKWARD_PRODUCTS)
-def test_backward_products_compile_to_bfloat16_dots(subscripts, x_shape, y_shape):
+def test_xla_backward_products_compile_to_bfloat16_dots(subscripts, x_shape, y_shape):
+  """Without the oneDNN kernel, half_precision_einsum lays the operands out so that
+  XLA keeps each product in bfloat16."""
   x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
   y = jax.random.normal(jax.random.PRNGKey(1), y_shape)
-  fn = lambda a, b: cpu_gemm.einsum(subscripts, a, b)
-  dots = _compiled_dot_operand_types(fn, x.astype(jnp.bfloat16), y.astype(jnp.bfloat16))
+  fn = lambda a, b: cpu_gemm.half_precision_einsum(subscripts, a, b)
+  dots = _compiled_products(fn, x.astype(jnp.bfloat16), y.astype(jnp.bfloat16))
   # XLA:CPU converts a bfloat16 operand whose contracted index is not last on the left
   # (or is a transpose folded into the dot) to float32 and multiplies in float32.
-  assert dots and all(d == ('bf16', 'bf16', 'f32') for d in dots), dots
+  assert dots and all(d == BF16_PRODUCTS[0] for d in dots), dots
   out = fn(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16))
   assert out.dtype == jnp.float32
   exact = jnp.einsum(subscripts, x.astype(jnp.bfloat16).astype(jnp.float32),
@@ -123,13 +133,13 @@ def test_backward_products_compile_to_bfloat16_dots(subscripts, x_shape, y_shape
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's bfloat16 dot path")
-def test_dense_gradients_compile_to_bfloat16_dots():
+def test_dense_gradients_are_bfloat16_products():
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 24)).astype(jnp.bfloat16)
   w = jax.random.normal(jax.random.PRNGKey(1), (24, 32)).astype(jnp.bfloat16)
   loss = lambda x, w: jnp.sum(kernel_layers.dense(x, w).astype(jnp.float32) ** 2)
-  dots = _compiled_dot_operand_types(jax.grad(loss, argnums=(0, 1)), x, w)
-  assert len(dots) == 3, dots  # forward, dX = G W^T, dW = X^T G
-  assert all(d == ('bf16', 'bf16', 'f32') for d in dots), dots
+  products = _compiled_products(jax.grad(loss, argnums=(0, 1)), x, w)
+  assert len(products) == 3, products  # forward, dX = G W^T, dW = X^T G
+  assert all(p in BF16_PRODUCTS for p in products), products
 
 
 @pytest.mark.parametrize('impl', kernels.IMPLEMENTATIONS)
@@ -155,9 +165,15 @@ def test_last_projections_return_float32_for_bfloat16_inputs(impl):
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason="XLA:CPU's bfloat16 dot path")
-def test_attention_products_compile_to_bfloat16_dots():
-  """QK^T and PV (forward and backward) of operands read heads-major from [B, N, H, D]
-  (blocks/attention.attend's swapaxes), which XLA:CPU would run as float32 dots."""
+@pytest.mark.parametrize('in_place', [True, False])
+def test_attention_products_are_bfloat16_products(in_place, monkeypatch):
+  """QK^T and PV, forward and backward, of operands in [B, N, H, D]: read in place by
+  the oneDNN kernel, or heads-major copies XLA keeps in bfloat16 (where it would
+  otherwise run float32 dots)."""
+  if in_place and not cpu_gemm.has_bfloat16_kernel():
+    pytest.skip('no oneDNN bfloat16 kernel here')
+  if not in_place:
+    monkeypatch.setattr(cpu_gemm, 'has_bfloat16_kernel', lambda: False)
   q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, n, 2, 16)).astype(jnp.bfloat16)
              for i, n in enumerate((16, 24, 24)))
 
@@ -165,7 +181,8 @@ def test_attention_products_compile_to_bfloat16_dots():
     return jnp.sum(blocks.attention.attend(q, k, v).astype(jnp.float32) ** 2)
 
   with kernels.use('fast'):
-    forward = _compiled_dot_operand_types(blocks.attention.attend, q, k, v)
-    backward = _compiled_dot_operand_types(jax.grad(loss, argnums=(0, 1, 2)), q, k, v)
+    forward = _compiled_products(lambda q, k, v: blocks.attention.attend(q, k, v), q, k, v)
+    backward = _compiled_products(jax.grad(loss, argnums=(0, 1, 2)), q, k, v)
   assert len(forward) == 2 and len(backward) == 6, (forward, backward)
-  assert all(d == ('bf16', 'bf16', 'f32') for d in forward + backward), (forward, backward)
+  kind = BF16_PRODUCTS[1] if in_place else BF16_PRODUCTS[0]
+  assert all(p == kind for p in forward + backward), (forward, backward)

@@ -106,7 +106,7 @@ def test_build_failure_warns_and_falls_back(monkeypatch, caplog):
     raise RuntimeError('no C++ compiler found ($CXX or c++)')
 
   monkeypatch.setattr(cpu_gemm, '_build', fail)
-  cpu_gemm._load.cache_clear()
+  cpu_gemm._library.cache_clear()
   try:
     assert not cpu_gemm.enabled()
     assert 'no C++ compiler' in caplog.text
@@ -114,7 +114,57 @@ def test_build_failure_warns_and_falls_back(monkeypatch, caplog):
     np.testing.assert_allclose(cpu_gemm.einsum('bhqd,bhkd->bhqk', x, y),
                                jnp.einsum('bhqd,bhkd->bhqk', x, y), rtol=1e-6)
   finally:
-    cpu_gemm._load.cache_clear()
+    cpu_gemm._library.cache_clear()
+
+
+# Pieces of the bfloat16 kernel: slices of the outer batch index (even and uneven), of
+# the inner one, single GEMMs with column blocks (N not a multiple of the block), and
+# transposed or head-interleaved operands in each.
+BF16_CASES = CASES + [
+    ('bhqk,bhqd->bhkd', (3, 2, 33, 20), (3, 2, 33, 40)),
+    ('bqhd,bkhd->bhqk', (1, 9, 4, 16), (1, 70, 4, 16)),
+    ('rn,kn->rk', (50, 300), (70, 300)),
+    ('rk,rn->kn', (300, 64), (300, 257)),
+]
+
+
+def _bfloat16_exact(subscripts, x, y):
+  """The product of bfloat16 x and y accumulated in float32 (the kernel's contract)."""
+  return jnp.einsum(subscripts, x.astype(jnp.float32), y.astype(jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def test_bfloat16_kernel_builds_where_the_cpu_has_bfloat16_units():
+  from perceiver_agents.kernels import cpu_features  # pylint: disable=g-import-not-at-top
+  if not cpu_features.bf16_units():
+    pytest.skip('no AVX-512 BF16 or AMX here')
+  assert cpu_gemm.has_bfloat16_kernel()
+
+
+@pytest.mark.skipif(not cpu_gemm.has_bfloat16_kernel(), reason='no oneDNN bfloat16 kernel')
+@pytest.mark.parametrize('subscripts,x_shape,y_shape', BF16_CASES)
+def test_bfloat16_einsum_accumulates_in_float32(subscripts, x_shape, y_shape):
+  x, y = (a.astype(jnp.bfloat16) for a in _arrays(x_shape, y_shape, seed=2))
+  fn = jax.jit(lambda x, y: cpu_gemm.einsum(subscripts, x, y))
+  assert 'pa_strided_gemm_bf16' in fn.lower(x, y).as_text()
+  got = fn(x, y)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, _bfloat16_exact(subscripts, x, y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_gemm.has_bfloat16_kernel(), reason='no oneDNN bfloat16 kernel')
+@pytest.mark.parametrize('subscripts,x_shape,y_shape', CASES[:6])
+def test_bfloat16_fast_backward_gradients(subscripts, x_shape, y_shape):
+  x, y = (a.astype(jnp.bfloat16) for a in _arrays(x_shape, y_shape, seed=3))
+  g = _arrays(jnp.einsum(subscripts, x, y).shape, seed=4)[0].astype(jnp.bfloat16)
+  out, vjp = jax.vjp(lambda x, y: cpu_gemm.einsum_fast_backward(subscripts, x, y), x, y)
+  np.testing.assert_allclose(out, _bfloat16_exact(subscripts, x, y), rtol=1e-5, atol=1e-5)
+  _, exact_vjp = jax.vjp(lambda x, y: _bfloat16_exact(subscripts, x, y), x, y)
+  for got, want in zip(vjp(g.astype(jnp.float32)), exact_vjp(g.astype(jnp.float32))):
+    assert got.dtype == jnp.bfloat16
+    # The products are exact in float32; the cotangents are rounded to bfloat16 once.
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=1e-2, atol=1e-2 * float(jnp.max(jnp.abs(want))))
 
 
 def test_xla_only_context_restores_the_switch(monkeypatch):
