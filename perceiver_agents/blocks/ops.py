@@ -61,6 +61,10 @@ class Linear(hk.Linear):
         stddev=1.0 / input_size ** 0.5)
     w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype,
                          init=w_init)
+    if cpu_gemm.in_place_products(inputs, w):  # bias and rounding inside the product
+      b = (hk.get_parameter('b', [self.output_size], inputs.dtype, init=self.b_init)
+           if self.with_bias else jnp.zeros([self.output_size], inputs.dtype))
+      return kernel_layers.dense_bias_bfloat16(inputs, w, b, self._output_dtype(inputs))
     out = kernel_layers.dense(inputs, w)  # float32 accumulation for bfloat16
     if self.with_bias:
       out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
@@ -71,6 +75,40 @@ class Linear(hk.Linear):
     if self._float32_output:
       return jnp.promote_types(inputs.dtype, jnp.float32)
     return inputs.dtype
+
+
+class Conv1x1(hk.Conv2D):
+  """`hk.Conv2D` with a 1x1 kernel and stride `stride` (same module name 'conv2_d',
+  parameters 'w' [1, 1, Cin, Cout] and 'b' [Cout], initialisers).
+
+  `fast`: the strided pixels as rows [B * H' * W', Cin] of Linear's product (a 1x1
+  convolution is one), whose bias gradient is a column sum of a 2-D cotangent: for
+  the [B, H', W', C] broadcast of hk.Conv2D XLA:CPU sums the three leading axes as a
+  reduce-window, 24 ms of image_small's step.
+  """
+
+  def __init__(self, output_channels: int, *, stride: int = 1,
+               name: Optional[str] = None):
+    super().__init__(output_channels, kernel_shape=1, stride=stride,
+                     name=name or 'conv2_d')
+
+  def __call__(self, inputs: jax.Array, *, precision=None) -> jax.Array:  # pylint: disable=arguments-differ
+    """[B, H, W, Cin] -> [B, ceil(H / stride), ceil(W / stride), Cout]."""
+    if not _fast() or precision is not None or inputs.ndim != 4:
+      return super().__call__(inputs, precision=precision)
+    channels = inputs.shape[-1]
+    w = hk.get_parameter('w', [1, 1, channels, self.output_channels], inputs.dtype,
+                         init=self.w_init or hk.initializers.TruncatedNormal(
+                             stddev=1.0 / channels ** 0.5))
+    b = hk.get_parameter('b', [self.output_channels], inputs.dtype, init=self.b_init)
+    sh, sw = self.stride
+    pixels = inputs[:, ::sh, ::sw]  # 'SAME' padding adds nothing to a 1x1 kernel
+    rows = pixels.reshape(-1, channels)
+    if cpu_gemm.in_place_products(rows, w):
+      out = kernel_layers.dense_bias_bfloat16(rows, w[0, 0], b, inputs.dtype)
+    else:
+      out = (kernel_layers.dense(rows, w[0, 0]) + b).astype(inputs.dtype)
+    return out.reshape(pixels.shape[:-1] + (self.output_channels,))
 
 
 class LayerNorm(hk.LayerNorm):

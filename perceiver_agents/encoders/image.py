@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_agents.blocks import checks
+from perceiver_agents.blocks import ops
 from perceiver_agents.encoders.positional import PositionalPreprocessor
 
 PREP_TYPES = ('conv', 'patches', 'pixels', 'conv1x1')
@@ -218,9 +219,7 @@ class ImagePreprocessor(PositionalPreprocessor):
       if temporal_downsample != 1:
         raise ValueError("prep_type='conv1x1' cannot downsample in time "
                          f'(temporal_downsample={temporal_downsample}).')
-      self.convnet_1x1 = hk.Conv2D(
-          num_channels, kernel_shape=[1, 1],
-          stride=[spatial_downsample, spatial_downsample])
+      self.convnet_1x1 = ops.Conv1x1(num_channels, stride=spatial_downsample)
 
   def __call__(self, inputs: jax.Array, *, is_training: bool,
                pos: Optional[jax.Array] = None):
@@ -278,8 +277,7 @@ class ImagePostprocessor(hk.Module):
     if postproc_type in ('conv', 'conv1x1') and n_outputs <= 0:
       raise ValueError(f'n_outputs is required for postproc_type={postproc_type!r}.')
     if postproc_type == 'conv1x1':
-      self.conv1x1 = hk.Conv2D(n_outputs, kernel_shape=[1, 1],
-                               stride=[spatial_upsample, spatial_upsample])
+      self.conv1x1 = ops.Conv1x1(n_outputs, stride=spatial_upsample)
     elif postproc_type == 'conv':
       if temporal_upsample != 1:
         self.convnet = Conv3DUpsample(

@@ -13,6 +13,9 @@
 //                      matmul (brgemm on AVX-512 BF16 / AMX); built with -DPA_ONEDNN
 //                      against the onednn-cpu-gomp package. Pieces: slices of a batch
 //                      index (one primitive call each), or column blocks.
+//   PaDenseBf16        (with PA_ONEDNN) a dense layer's forward x @ w + bias, bfloat16
+//                      operands, the output rounded to bfloat16 (or float32) inside
+//                      oneDNN; pieces: row blocks.
 //
 // Built and loaded by cpu_gemm.py.
 #include <algorithm>
@@ -25,6 +28,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "cblas.h"
@@ -149,7 +154,7 @@ void SingleThreaded() {
 }
 
 struct Piece {
-  dnnl::memory::desc a, b, c, scratchpad;
+  dnnl::memory::desc a, b, c, scratchpad, bias;  // bias: dense layers only
   dnnl::matmul matmul;
 };
 
@@ -180,7 +185,8 @@ const Piece& GetPiece(const Dims& d, int64_t nb, int64_t nh, int64_t n) {
   return *piece;
 }
 
-void RunPiece(const Piece& p, const uint16_t* a, const uint16_t* b, float* c) {
+void RunPiece(const Piece& p, const uint16_t* a, const uint16_t* b, void* c,
+              const uint16_t* bias = nullptr) {
   SingleThreaded();
   thread_local dnnl::stream stream(Engine());
   thread_local std::vector<uint8_t> scratch;
@@ -189,8 +195,12 @@ void RunPiece(const Piece& p, const uint16_t* a, const uint16_t* b, float* c) {
   dnnl::memory mb(p.b, Engine(), const_cast<uint16_t*>(b));
   dnnl::memory mc(p.c, Engine(), c);
   dnnl::memory ms(p.scratchpad, Engine(), scratch.data());
-  p.matmul.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
-                            {DNNL_ARG_SCRATCHPAD, ms}});
+  std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb},
+                                                {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}};
+  if (bias != nullptr) {
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias, Engine(), const_cast<uint16_t*>(bias)));
+  }
+  p.matmul.execute(stream, args);
   stream.wait();
 }
 
@@ -241,6 +251,75 @@ ffi::Error StridedGemmBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> a,
   return ffi::Error::Success();
 }
 
+// A dense layer's forward: out [R, N] = x [R, K] @ w [K, N] + bias [N], bfloat16 operands
+// and bias, float32 accumulation, the output rounded to bfloat16 or kept in float32 (its
+// dtype says which) inside oneDNN, with the bias added first. Pieces: row blocks.
+struct DenseKey {
+  int64_t rows, n, k, out_f32;
+  bool operator<(const DenseKey& o) const {
+    return std::tie(rows, n, k, out_f32) < std::tie(o.rows, o.n, o.k, o.out_f32);
+  }
+};
+
+const Piece& GetDensePiece(const DenseKey& key) {
+  static std::mutex mu;
+  static std::map<DenseKey, std::unique_ptr<Piece>> cache;
+  SingleThreaded();
+  std::lock_guard<std::mutex> lock(mu);
+  std::unique_ptr<Piece>& piece = cache[key];
+  if (piece == nullptr) {
+    using dt = dnnl::memory::data_type;
+    auto p = std::make_unique<Piece>();
+    p->a = dnnl::memory::desc({key.rows, key.k}, dt::bf16, {key.k, 1});
+    p->b = dnnl::memory::desc({key.k, key.n}, dt::bf16, {key.n, 1});
+    p->c = dnnl::memory::desc({key.rows, key.n}, key.out_f32 ? dt::f32 : dt::bf16,
+                              {key.n, 1});
+    p->bias = dnnl::memory::desc({1, key.n}, dt::bf16, {key.n, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(Engine(), p->a, p->b, p->bias, p->c, attr);
+    p->scratchpad = pd.scratchpad_desc();
+    p->matmul = dnnl::matmul(pd);
+    piece = std::move(p);
+  }
+  return *piece;
+}
+
+ffi::Error DenseBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x,
+                     ffi::Buffer<ffi::BF16> w, ffi::Buffer<ffi::BF16> bias,
+                     ffi::Result<ffi::AnyBuffer> out) {
+  const auto x_dims = x.dimensions(), w_dims = w.dimensions();
+  if (w_dims.size() != 2 || x_dims.size() == 0 || x_dims[x_dims.size() - 1] != w_dims[0] ||
+      bias.element_count() != w_dims[1]) {
+    return ffi::Error::InvalidArgument("pa_dense_bf16: x [..., K], w [K, N], bias [N]");
+  }
+  const bool out_f32 = out->element_type() == ffi::DataType::F32;
+  if (!out_f32 && out->element_type() != ffi::DataType::BF16) {
+    return ffi::Error::InvalidArgument("pa_dense_bf16: the output is float32 or bfloat16");
+  }
+  const int64_t k = w_dims[0], n = w_dims[1];
+  const int64_t rows = static_cast<int64_t>(x.element_count()) / std::max<int64_t>(k, 1);
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t pieces = std::max<int64_t>(1, std::min(threads, rows / 64));
+  const int64_t block = (rows + pieces - 1) / pieces;
+  const auto* px = reinterpret_cast<const uint16_t*>(x.untyped_data());
+  const auto* pw = reinterpret_cast<const uint16_t*>(w.untyped_data());
+  const auto* pb = reinterpret_cast<const uint16_t*>(bias.untyped_data());
+  auto* po = static_cast<char*>(out->untyped_data());
+  const int64_t out_bytes = out_f32 ? 4 : 2;
+  try {
+    const Piece& full = GetDensePiece({block, n, k, out_f32});
+    const Piece& last = GetDensePiece({rows - (pieces - 1) * block, n, k, out_f32});
+    ParallelFor(pool, pieces, [&, block, pieces](int64_t i) {
+      RunPiece(i == pieces - 1 ? last : full, px + i * block * k, pw,
+               po + i * block * n * out_bytes, pb);
+    });
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("pa_dense_bf16: oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 #endif  // PA_ONEDNN
 
 }  // namespace
@@ -261,6 +340,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PaStridedGemmBf16, StridedGemmBf16,
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<ffi::Span<const int64_t>>("dims"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PaDenseBf16, DenseBf16,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>());
 #endif
 
 // Each GEMM runs on one XLA thread: OpenBLAS's own threads would compete with them.

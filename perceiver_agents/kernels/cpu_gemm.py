@@ -48,6 +48,7 @@ from perceiver_agents.kernels import cpu_features
 
 _TARGET = 'pa_strided_gemm'
 _TARGET_BF16 = 'pa_strided_gemm_bf16'
+_TARGET_DENSE_BF16 = 'pa_dense_bf16'
 _SOURCE = pathlib.Path(__file__).with_name('cpu_gemm.cc')
 _INT32_MAX = 2 ** 31 - 1
 _SWITCH = 'PERCEIVER_AGENTS_CPU_GEMM'
@@ -149,9 +150,9 @@ def _library():
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.PaStridedGemm),
                                 platform='cpu')
     if hasattr(library, 'PaStridedGemmBf16'):
-      jax.ffi.register_ffi_target(_TARGET_BF16,
-                                  jax.ffi.pycapsule(library.PaStridedGemmBf16),
-                                  platform='cpu')
+      for target, symbol in ((_TARGET_BF16, library.PaStridedGemmBf16),
+                             (_TARGET_DENSE_BF16, library.PaDenseBf16)):
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform='cpu')
   except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as e:
     logging.warning('perceiver_agents.kernels.cpu_gemm: OpenBLAS kernel unavailable, '
                     'XLA computes every product (%s)', e)
@@ -281,6 +282,22 @@ def in_place_products(x: jax.Array, y: jax.Array) -> bool:
   transposed operands in place: bfloat16 operands, kernel built, bfloat16 units."""
   return (x.dtype == jnp.bfloat16 and y.dtype == jnp.bfloat16 and enabled() and
           has_bfloat16_kernel())
+
+
+def dense_bfloat16(x: jax.Array, w: jax.Array, b: jax.Array,
+                   out_dtype: jnp.dtype) -> jax.Array:
+  """x [..., K] @ w [K, N] + b [N] by the oneDNN kernel (`in_place_products(x, w)`):
+  bfloat16 operands and bias, float32 accumulation, the bias added before the output
+  is rounded to `out_dtype` (bfloat16 or float32), all inside oneDNN."""
+  if not has_bfloat16_kernel():
+    raise RuntimeError('dense_bfloat16 needs the oneDNN kernel (has_bfloat16_kernel()).')
+  out_dtype = jnp.dtype(out_dtype)
+  if out_dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)):
+    raise ValueError(f'dense_bfloat16: out_dtype must be bfloat16 or float32, got {out_dtype}.')
+  call = jax.ffi.ffi_call(_TARGET_DENSE_BF16,
+                          jax.ShapeDtypeStruct(x.shape[:-1] + w.shape[1:], out_dtype),
+                          vmap_method='broadcast_all')
+  return call(x, w, b)
 
 
 def _half_precision_on_cpu(x: jax.Array, y: jax.Array) -> bool:

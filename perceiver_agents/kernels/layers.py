@@ -54,6 +54,31 @@ def _dense_backward(residuals, g):
 dense.defvjp(_dense_forward, _dense_backward)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def dense_bias_bfloat16(x: jax.Array, w: jax.Array, b: jax.Array,
+                        out_dtype: jnp.dtype) -> jax.Array:
+  """x [..., Cin] @ w [Cin, Cout] + b [Cout] of bfloat16 x, w, b in `out_dtype`, as one
+  oneDNN product whose float32 accumulation gets the bias and is rounded once
+  (cpu_gemm.dense_bfloat16: no float32 output written and read back). Gradients as
+  `dense`'s, db the row sum of the cotangent."""
+  return cpu_gemm.dense_bfloat16(x, w, b, out_dtype)
+
+
+def _dense_bias_forward(x, w, b, out_dtype):
+  return cpu_gemm.dense_bfloat16(x, w, b, out_dtype), (x, w, b)
+
+
+def _dense_bias_backward(out_dtype, residuals, g):
+  del out_dtype
+  x, w, b = residuals
+  dx, dw = _dense_backward((x, w), g)
+  rows = tuple(range(g.ndim - 1))
+  return dx, dw, jnp.sum(g.astype(jnp.float32), axis=rows).astype(b.dtype)
+
+
+dense_bias_bfloat16.defvjp(_dense_bias_forward, _dense_bias_backward)
+
+
 def _normalise(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
   """x [..., C] -> (x_hat [..., C], 1/std [..., 1]) over the last axis, in float32 for
   bfloat16 or float16 x."""
@@ -73,6 +98,11 @@ def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array) -> jax.Array:
 
 
 def _layer_norm_forward(x, scale, offset):
+  if x.dtype == jnp.bfloat16:
+    # Read in bfloat16: XLA would otherwise move the float32 upcast of the statistics
+    # in front of x's producers (e.g. the concatenation of an image's features and
+    # positions), writing and reading them in float32, twice the bytes.
+    x = jax.lax.optimization_barrier(x)
   x_hat, rstd = _normalise(x)
   out = (x_hat * scale + offset).astype(x.dtype)
   return out, (x_hat.astype(x.dtype), rstd, scale)  # kept in x's dtype

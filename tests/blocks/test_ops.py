@@ -123,3 +123,33 @@ def test_gelu_is_the_tanh_approximation_and_exact_inside_exact_gelu():
     np.testing.assert_array_equal(exact, jax.nn.gelu(x, approximate=False))
   np.testing.assert_array_equal(ops.gelu(x), jax.nn.gelu(x, approximate=True))
   assert float(jnp.max(jnp.abs(exact - ops.gelu(x)))) > 1e-4
+
+
+def test_gelu_of_bfloat16_is_float32_gelu_rounded_once():
+  x = jnp.linspace(-4.0, 4.0, 1001).astype(jnp.bfloat16)
+  got = jax.jit(ops.gelu)(x)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(
+      got, jax.nn.gelu(x.astype(jnp.float32), approximate=True).astype(jnp.bfloat16))
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_conv1x1_is_hk_conv2d_in_both_implementations(stride):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 3))
+  conv = lambda: ops.Conv1x1(4, stride=stride)
+  reference = hk.without_apply_rng(hk.transform(
+      lambda x: hk.Conv2D(4, kernel_shape=[1, 1], stride=[stride, stride])(x)))
+  params = reference.init(jax.random.PRNGKey(1), x)
+  want = reference.apply(params, x)
+  for impl in kernels.IMPLEMENTATIONS:
+    with kernels.use(impl):
+      model = hk.without_apply_rng(hk.transform(lambda x: conv()(x)))
+      chex.assert_trees_all_equal_shapes_and_dtypes(model.init(jax.random.PRNGKey(1), x),
+                                                    params)
+      chex.assert_trees_all_close(model.init(jax.random.PRNGKey(1), x), params)
+      got = jax.jit(model.apply)(params, x)
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+      bf16 = jax.jit(model.apply)(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params),
+                                  x.astype(jnp.bfloat16))
+      assert bf16.dtype == jnp.bfloat16
+      np.testing.assert_allclose(np.asarray(bf16, np.float32), want, rtol=0.05, atol=0.05)

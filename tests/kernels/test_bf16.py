@@ -52,9 +52,13 @@ def test_every_product_accumulates_in_float32():
   # XLA's dots and the oneDNN kernel's calls (cpu_gemm.in_place_products).
   products = re.findall(r'(?:stablehlo\.dot_general|stablehlo\.custom_call '
                         r'@pa_strided_gemm_bf16).*?: \((.*?)\) -> (tensor<[^>]*>)', hlo)
+  # Dense layers through the kernel: bfloat16 operands and bias, the float32
+  # accumulation rounded inside oneDNN (bfloat16 or float32 output).
+  dense = re.findall(r'stablehlo\.custom_call @pa_dense_bf16.*?: \((.*?)\) -> ', hlo)
+  assert all('f32' not in operands for operands in dense), dense
   bf16_products = [(operands, result) for operands, result in products if 'bf16' in operands]
   # Dense layers, QK^T, PV and the backward products of each.
-  assert len(bf16_products) >= 20, len(bf16_products)
+  assert len(bf16_products) + len(dense) >= 20, (len(bf16_products), len(dense))
   for operands, result in bf16_products:
     assert result.endswith('xf32>'), (operands, result)
     assert 'f32' not in operands, operands  # both operands bfloat16
@@ -99,7 +103,7 @@ def _compiled_products(fn, *args):
                      r'(?:, custom_call_target="(\w+)")?', text)
   return [('dot' if op == 'dot' else 'onednn', types[lhs], types[rhs], result)
           for result, op, lhs, rhs, target in found
-          if op == 'dot' or target == 'pa_strided_gemm_bf16']
+          if op == 'dot' or target in ('pa_strided_gemm_bf16', 'pa_dense_bf16')]
 
 
 BF16_PRODUCTS = (('dot', 'bf16', 'bf16', 'f32'), ('onednn', 'bf16', 'bf16', 'f32'))
@@ -140,6 +144,32 @@ def test_dense_gradients_are_bfloat16_products():
   products = _compiled_products(jax.grad(loss, argnums=(0, 1)), x, w)
   assert len(products) == 3, products  # forward, dX = G W^T, dW = X^T G
   assert all(p in BF16_PRODUCTS for p in products), products
+
+
+@pytest.mark.skipif(not cpu_gemm.has_bfloat16_kernel(), reason='no oneDNN bfloat16 kernel')
+@pytest.mark.parametrize('out_dtype', [jnp.bfloat16, jnp.float32])
+def test_dense_bias_kernel_matches_dense_plus_bias(out_dtype):
+  """One oneDNN product with the bias and the rounding inside: the float32 sum of
+  products and bias, rounded once; gradients as dense's and the bias's."""
+  x, w, b = (jax.random.normal(jax.random.PRNGKey(i), s).astype(jnp.bfloat16)
+             for i, s in enumerate([(3, 70, 24), (24, 130), (130,)]))
+  exact = lambda x, w, b: (jnp.dot(x.astype(jnp.float32), w.astype(jnp.float32),
+                                   precision='highest') + b.astype(jnp.float32))
+  got = jax.jit(lambda x, w, b: kernel_layers.dense_bias_bfloat16(x, w, b, out_dtype))
+  out = got(x, w, b)
+  assert out.dtype == out_dtype
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             np.asarray(exact(x, w, b).astype(out_dtype), np.float32),
+                             rtol=1e-2 if out_dtype == jnp.bfloat16 else 1e-5, atol=1e-4)
+  g = jax.random.normal(jax.random.PRNGKey(5), out.shape)
+  loss = lambda fn: lambda x, w, b: jnp.sum(fn(x, w, b).astype(jnp.float32) * g)
+  grads = jax.grad(loss(lambda x, w, b: kernel_layers.dense_bias_bfloat16(
+      x, w, b, out_dtype)), argnums=(0, 1, 2))(x, w, b)
+  want = jax.grad(loss(exact), argnums=(0, 1, 2))(x, w, b)
+  for a, e in zip(grads, want):
+    assert a.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(e, np.float32),
+                               rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(e))))
 
 
 @pytest.mark.parametrize('impl', kernels.IMPLEMENTATIONS)
