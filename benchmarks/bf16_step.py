@@ -6,7 +6,8 @@ steps timed alternately in one process (wall clock and process CPU time).
 
 XLA:CPU converts the bfloat16 operands of a dot it cannot run in bfloat16 to float32
 (kernels/cpu_gemm.py's half_precision_einsum says which); the 'f32 x f32 dots' column
-counts such dots in the bfloat16 step (the float32 step's own products are float32, or
+counts such dots in the bfloat16 step, the 'oneDNN' column the products that went to the
+oneDNN kernel instead (the float32 step's own products are float32, or
 custom calls to the OpenBLAS kernel, which are not dots). CPU time is the process's user
 + system time per step (both XLA threads): on a machine shared with other work it moves
 less than wall time. For the comparison against PyTorch, use benchmarks/peer.py.
@@ -29,12 +30,17 @@ from perceiver_agents.kernels import host_memory  # pylint: disable=g-import-not
 
 
 def dot_operand_types(compiled_text: str) -> dict:
-  """{'bf16 x bf16': count, 'f32 x f32': count, ...} over the compiled module's dots."""
+  """{'bf16 x bf16': count, 'f32 x f32': count, ..., 'oneDNN': count} over the compiled
+  module's dots, and its calls to the oneDNN bfloat16 kernels (kernels/cpu_gemm.py)."""
   types = dict(re.findall(r'%([\w.\-]+) = (\w+)\[', compiled_text))
   counts = {}
   for lhs, rhs in re.findall(r' dot\(%([\w.\-]+), %([\w.\-]+)\)', compiled_text):
     key = f'{types[lhs]} x {types[rhs]}'
     counts[key] = counts.get(key, 0) + 1
+  onednn = len(re.findall(r'custom_call_target="pa_(?:strided_gemm|dense)_bf16"',
+                          compiled_text))
+  if onednn:
+    counts['oneDNN'] = onednn
   return counts
 
 
@@ -69,13 +75,14 @@ def main():
   args = parser.parse_args()
   host_memory.keep_freed_memory()
   print(f'load average at start: {os.getloadavg()[0]:.1f}\n')
-  print('| config | bf16 step: bf16 x bf16 dots | f32 x f32 dots | train step f32 / bf16 '
-        '(wall) | f32 / bf16 (CPU time) | speed-up wall, CPU |')
-  print('|---|---|---|---|---|---|')
+  print('| config | bf16 step: oneDNN products | bf16 x bf16 dots | f32 x f32 dots | '
+        'train step f32 / bf16 (wall) | f32 / bf16 (CPU time) | speed-up wall, CPU |')
+  print('|---|---|---|---|---|---|---|')
   for name in args.configs:
     r = measure(name, args.repeats)
     d, w, c = r['dots']['bfloat16'], r['wall_s'], r['cpu_s']
-    print(f"| {name} | {d.get('bf16 x bf16', 0)} | {d.get('f32 x f32', 0)} | "
+    print(f"| {name} | {d.get('oneDNN', 0)} | {d.get('bf16 x bf16', 0)} | "
+          f"{d.get('f32 x f32', 0)} | "
           f"{w['float32']:.3f} / {w['bfloat16']:.3f} s | "
           f"{c['float32']:.3f} / {c['bfloat16']:.3f} s | "
           f"{w['float32'] / w['bfloat16']:.2f}x, {c['float32'] / c['bfloat16']:.2f}x |",

@@ -1,4 +1,5 @@
-"""Matrix products that XLA:CPU runs slowly, done by OpenBLAS through an XLA FFI call.
+"""Matrix products that XLA:CPU runs slowly, done by OpenBLAS (float32) and oneDNN
+(bfloat16) through XLA FFI calls.
 
 Two kinds of product in a Perceiver's backward pass run well below the CPU's matmul peak
 (~210 GFLOP/s here) under XLA:CPU (jax 0.10, 2 cores, float32, language_small shapes of
@@ -11,19 +12,26 @@ benchmarks/peer.py; `benchmarks/cpu_gemm.py`, table in BENCHMARKS.md):
 
 `einsum` computes such products with OpenBLAS's SGEMM, one matrix (or column block) per
 XLA thread. `einsum_fast_backward` is `jnp.einsum` whose backward products go through
-`einsum`; its forward stays XLA's (as fast there, and fusable into its neighbours).
+`einsum`; its float32 forward stays XLA's (as fast there, and fusable into its
+neighbours), its bfloat16 forward is the oneDNN kernel's where that runs.
 The train-step speed-ups are in BENCHMARKS.md.
 
 Only products with one contracted index, one free index per operand and at most two batch
-indices take this path, on the CPU backend in float32; everything else, and every other
-backend (and a process with several devices, whose computations may be partitioned), is
-plain `jnp.einsum` (same values up to float32 summation order); bfloat16 operands on
-CPU go to `half_precision_einsum`, laid out so that XLA keeps the product in bfloat16.
+indices take this path, on the CPU backend; everything else, and every other backend (and
+a process with several devices, whose computations may be partitioned), is plain
+`jnp.einsum` (same values up to float32 summation order).
 
-The kernel (cpu_gemm.cc) is compiled on first use with the system C++ compiler ($CXX or
-c++) against jaxlib's FFI headers and the scipy-openblas32 package, and cached in
-$PERCEIVER_AGENTS_CACHE (default ~/.cache/perceiver_agents). Without a compiler, or with
-PERCEIVER_AGENTS_CPU_GEMM=0, `einsum` is `jnp.einsum` (a warning says why, once).
+bfloat16 operands go to oneDNN's matmul (brgemm on AVX-512 BF16 / AMX), which reads
+transposed and strided operands in place and accumulates in float32
+(`in_place_products`); `dense_bfloat16` is a dense layer's forward with the bias and the
+rounding of the output inside oneDNN. Without oneDNN (or bfloat16 units) they go to
+`half_precision_einsum`, laid out so that XLA keeps the product in bfloat16.
+
+The kernels (cpu_gemm.cc) are compiled on first use with the system C++ compiler ($CXX or
+c++) against jaxlib's FFI headers, the scipy-openblas32 package and, where installed,
+the onednn-cpu-gomp packages, and cached in $PERCEIVER_AGENTS_CACHE (default
+~/.cache/perceiver_agents). Without a compiler, or with PERCEIVER_AGENTS_CPU_GEMM=0,
+`einsum` is `jnp.einsum` (a warning says why, once).
 """
 
 import contextlib
