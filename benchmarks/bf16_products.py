@@ -1,18 +1,21 @@
-"""bfloat16 products with float32 accumulation on CPU: XLA's own dot against MKL's
-`cblas_gemm_bf16bf16f32` (and float32 XLA / the OpenBLAS kernel for scale), side by side.
+"""bfloat16 products with float32 accumulation on CPU, side by side: XLA's own dot, XLA's
+dot with the operands laid out as it needs (`half_precision_einsum`), the oneDNN kernel
+of kernels/cpu_gemm.py, MKL's `cblas_gemm_bf16bf16f32`, and float32 XLA / OpenBLAS for
+scale.
 
     .venv/bin/python benchmarks/bf16_products.py [--repeats 20] [--mkl_lib DIR]
 
-The shapes are language_small's backward products (benchmarks/cpu_gemm.py's list) and a
-2048^3 matmul. XLA's bf16 x bf16 -> f32 dot is `jnp.einsum(...,
-preferred_element_type=jnp.float32)` as written; the cpu_gemm column is
-`cpu_gemm.einsum` on bfloat16 operands (`half_precision_einsum`: laid out so that XLA
-keeps the product in bfloat16; what blocks/ops.py's 'fast' kernels run in bfloat16).
-MKL is called through ctypes on host arrays (no XLA dispatch), one matrix per call,
-batched products as a loop over the batch, with its own threads: the MKL column is what
-an FFI kernel around it could reach at best. --mkl_lib is the folder holding
-libmkl_rt.so.* (e.g. the `mkl` wheel's data/lib, with intel-openmp's libiomp5.so next to
-it or in --iomp_lib); without it the MKL column is skipped.
+The shapes are language_small's backward products (benchmarks/cpu_gemm.py's list),
+attention's forward products on [B, N, H, D] operands (read in place by the oneDNN
+kernel) and a 2048^3 matmul. XLA's bf16 x bf16 -> f32 dot is `jnp.einsum(...,
+preferred_element_type=jnp.float32)` as written; `half_precision_einsum` transposes an
+operand in bfloat16 where XLA would otherwise convert it to float32 (what the 'fast'
+kernels run without oneDNN); the oneDNN column is `cpu_gemm.einsum` on bfloat16 operands
+(what they run with it). MKL is called through ctypes on host arrays (no XLA dispatch),
+one matrix per call, batched products as a loop over the batch, with its own threads:
+the MKL column is what an FFI kernel around it could reach at best. --mkl_lib is the
+folder holding libmkl_rt.so.* (e.g. the `mkl` wheel's data/lib, with intel-openmp's
+libiomp5.so next to it or in --iomp_lib); without it the MKL column is skipped.
 """
 import argparse
 import ctypes
@@ -34,9 +37,14 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import cpu_gemm as cpu_gemm_bench  # pylint: disable=g-import-not-at-top
 from perceiver_agents.kernels import cpu_features  # pylint: disable=g-import-not-at-top
 from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
+from perceiver_agents.kernels import host_memory  # pylint: disable=g-import-not-at-top
 
 PRODUCTS = [('matmul 2048^3', 'mk,kn->mn', (2048, 2048), (2048, 2048))] + list(
-    cpu_gemm_bench.PRODUCTS)
+    cpu_gemm_bench.PRODUCTS) + [
+        ('cross-attention QK^T, in place', 'bqhd,bkhd->bhqk', (8, 128, 8, 32), (8, 512, 8, 32)),
+        ('cross-attention PV, in place', 'bhqk,bkhd->bqhd', (8, 8, 128, 512), (8, 512, 8, 64)),
+        ('self-attention QK^T, in place', 'bqhd,bkhd->bhqk', (8, 128, 8, 32), (8, 128, 8, 32)),
+    ]
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 
@@ -109,8 +117,10 @@ def main():
   rng = np.random.RandomState(0)
   print(f'device: cpu, {os.cpu_count()} cores, bf16 units: '
         f'{sorted(cpu_features.bf16_units()) or "none"}\n')
+  host_memory.keep_freed_memory()
   print('| product | shapes | XLA f32 | OpenBLAS kernel f32 | XLA bf16 -> f32 | '
-        'MKL bf16 -> f32 | cpu_gemm bf16 -> f32 | XLA bf16 / f32 | cpu_gemm bf16 / f32 |')
+        'XLA bf16 -> f32, laid out | MKL bf16 -> f32 | oneDNN kernel bf16 -> f32 | '
+        'oneDNN / XLA laid out |')
   print('|---|---|---|---|---|---|---|---|---|')
   for what, subscripts, x_shape, y_shape in PRODUCTS:
     x = rng.randn(*x_shape).astype(np.float32)
@@ -122,19 +132,22 @@ def main():
     xla16 = jax.jit(lambda a, b, s=subscripts: jnp.einsum(
         s, a, b, preferred_element_type=jnp.float32))
     flop = cpu_gemm_bench._flops(subscripts, x_shape, y_shape) / 1e9  # pylint: disable=protected-access
+    laid_out = jax.jit(lambda a, b, s=subscripts: cpu_gemm.half_precision_einsum(s, a, b))
     times = [_median(lambda f=f, a=a, b=b: f(a, b).block_until_ready(), args.repeats)
-             for f, a, b in ((xla, jx, jy), (kernel, jx, jy), (xla16, bx, by))]
+             for f, a, b in ((xla, jx, jy), (kernel, jx, jy), (xla16, bx, by),
+                             (laid_out, bx, by))]
     if mkl is not None:
       run = mkl_product(mkl, subscripts, x, y)
       times.append(_median(run, args.repeats))
     else:
       times.append(None)
-    # What the 'fast' kernels run in bfloat16 (cpu_gemm.half_precision_einsum).
-    times.append(_median(lambda: kernel(bx, by).block_until_ready(), args.repeats))
+    # What the 'fast' kernels run in bfloat16: the oneDNN kernel where it is built.
+    times.append(_median(lambda: kernel(bx, by).block_until_ready(), args.repeats)
+                 if cpu_gemm.has_bfloat16_kernel() else None)
     rate = lambda t: '-' if t is None else f'{t * 1e3:.2f} ms ({flop / t:.0f} GFLOP/s)'
+    ratio = '-' if times[5] is None else f'{times[3] / times[5]:.2f}x'
     print(f'| {what} | `{subscripts}` {list(x_shape)} x {list(y_shape)} | '
-          + ' | '.join(rate(t) for t in times)
-          + f' | {times[0] / times[2]:.2f}x | {times[0] / times[4]:.2f}x |', flush=True)
+          + ' | '.join(rate(t) for t in times) + f' | {ratio} |', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
-"""Where a bfloat16 train step's products run: benchmarks/peer.py's JAX step, compiled
-in float32 and in bfloat16 compute, with each compiled dot's operand dtypes, then both
-steps timed alternately in one process (wall clock and process CPU time).
+"""Where a bfloat16 train step's products run: benchmarks/peer.py's JAX forward and step,
+compiled in float32, in bfloat16 compute, and in bfloat16 with XLA's products only (no
+oneDNN kernel), with each compiled step's products counted by kind, then all timed in
+turn in one process (wall clock and process CPU time).
 
     .venv/bin/python benchmarks/bf16_step.py [--configs language_small image_small] [--repeats 5]
 
@@ -26,6 +27,7 @@ sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 import jax  # pylint: disable=g-import-not-at-top
 
 import peer  # pylint: disable=g-import-not-at-top
+from perceiver_agents.kernels import cpu_gemm  # pylint: disable=g-import-not-at-top
 from perceiver_agents.kernels import host_memory  # pylint: disable=g-import-not-at-top
 
 
@@ -44,27 +46,42 @@ def dot_operand_types(compiled_text: str) -> dict:
   return counts
 
 
+VARIANTS = ('float32', 'bfloat16', 'bfloat16, XLA products')
+
+
 def measure(name: str, repeats: int) -> dict:
-  steps, counts = {}, {}
-  for dtype in ('float32', 'bfloat16'):
-    _, (train_step, args), _ = peer.jax_step_functions(peer.CONFIGS[name], dtype)
-    compiled = jax.jit(train_step).lower(*args).compile()
-    counts[dtype] = dot_operand_types(compiled.as_text())
-    steps[dtype] = (compiled, args)
-  wall = {d: [] for d in steps}
-  cpu = {d: [] for d in steps}
-  for dtype, (fn, args) in steps.items():
+  """Wall and CPU seconds per forward and train step of each VARIANTS entry, called in
+  turn; 'bfloat16, XLA products' is traced without the oneDNN kernels (the layouts of
+  cpu_gemm.half_precision_einsum), so the two bfloat16 rows differ by those alone."""
+  programs, counts = {}, {}
+  has_kernel = cpu_gemm.has_bfloat16_kernel
+  try:
+    for variant in VARIANTS:
+      dtype = variant.split(',')[0]
+      if variant.endswith('XLA products'):
+        cpu_gemm.has_bfloat16_kernel = lambda: False
+      (forward, f_args), (train_step, s_args), _ = peer.jax_step_functions(
+          peer.CONFIGS[name], dtype)
+      step = jax.jit(train_step).lower(*s_args).compile()
+      counts[variant] = dot_operand_types(step.as_text())
+      programs[(variant, 'forward')] = (jax.jit(forward).lower(*f_args).compile(), f_args)
+      programs[(variant, 'step')] = (step, s_args)
+  finally:
+    cpu_gemm.has_bfloat16_kernel = has_kernel
+  wall = {k: [] for k in programs}
+  cpu = {k: [] for k in programs}
+  for fn, args in programs.values():
     jax.block_until_ready(fn(*args))  # warm-up
   for _ in range(repeats):
-    for dtype, (fn, args) in steps.items():
+    for key, (fn, args) in programs.items():
       start_cpu, start = time.process_time(), time.perf_counter()
       jax.block_until_ready(fn(*args))
-      wall[dtype].append(time.perf_counter() - start)
-      cpu[dtype].append(time.process_time() - start_cpu)
-  med = lambda xs: statistics.median(xs)
+      wall[key].append(time.perf_counter() - start)
+      cpu[key].append(time.process_time() - start_cpu)
+  med = statistics.median
   return {'config': name, 'dots': counts,
-          'wall_s': {d: med(v) for d, v in wall.items()},
-          'cpu_s': {d: med(v) for d, v in cpu.items()}}
+          'wall_s': {k: med(v) for k, v in wall.items()},
+          'cpu_s': {k: med(v) for k, v in cpu.items()}}
 
 
 def main():
@@ -75,18 +92,20 @@ def main():
   args = parser.parse_args()
   host_memory.keep_freed_memory()
   print(f'load average at start: {os.getloadavg()[0]:.1f}\n')
-  print('| config | bf16 step: oneDNN products | bf16 x bf16 dots | f32 x f32 dots | '
-        'train step f32 / bf16 (wall) | f32 / bf16 (CPU time) | speed-up wall, CPU |')
-  print('|---|---|---|---|---|---|---|')
+  print('| config | variant | oneDNN products | bf16 x bf16 dots | f32 x f32 dots | '
+        'forward (wall) | train step (wall) | train step (CPU time) | '
+        'speed-up vs float32 (fwd, step) |')
+  print('|---|---|---|---|---|---|---|---|---|')
   for name in args.configs:
     r = measure(name, args.repeats)
-    d, w, c = r['dots']['bfloat16'], r['wall_s'], r['cpu_s']
-    print(f"| {name} | {d.get('oneDNN', 0)} | {d.get('bf16 x bf16', 0)} | "
-          f"{d.get('f32 x f32', 0)} | "
-          f"{w['float32']:.3f} / {w['bfloat16']:.3f} s | "
-          f"{c['float32']:.3f} / {c['bfloat16']:.3f} s | "
-          f"{w['float32'] / w['bfloat16']:.2f}x, {c['float32'] / c['bfloat16']:.2f}x |",
-          flush=True)
+    w, c = r['wall_s'], r['cpu_s']
+    for variant in VARIANTS:
+      d = r['dots'][variant]
+      print(f"| {name} | {variant} | {d.get('oneDNN', 0)} | {d.get('bf16 x bf16', 0)} | "
+            f"{d.get('f32 x f32', 0)} | {w[(variant, 'forward')] * 1e3:.1f} ms | "
+            f"{w[(variant, 'step')] * 1e3:.0f} ms | {c[(variant, 'step')] * 1e3:.0f} ms | "
+            f"{w[('float32', 'forward')] / w[(variant, 'forward')]:.2f}x, "
+            f"{w[('float32', 'step')] / w[(variant, 'step')]:.2f}x |", flush=True)
 
 
 if __name__ == '__main__':
