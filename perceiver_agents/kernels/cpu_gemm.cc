@@ -190,11 +190,15 @@ void RunPiece(const Piece& p, const uint16_t* a, const uint16_t* b, void* c,
   SingleThreaded();
   thread_local dnnl::stream stream(Engine());
   thread_local std::vector<uint8_t> scratch;
-  if (scratch.size() < p.scratchpad.get_size()) scratch.resize(p.scratchpad.get_size());
+  // 64-byte aligned, as oneDNN lays out its buffers from the scratchpad's start.
+  if (scratch.size() < p.scratchpad.get_size() + 64) {
+    scratch.resize(p.scratchpad.get_size() + 64);
+  }
+  void* aligned = scratch.data() + (-reinterpret_cast<uintptr_t>(scratch.data()) & 63);
   dnnl::memory ma(p.a, Engine(), const_cast<uint16_t*>(a));
   dnnl::memory mb(p.b, Engine(), const_cast<uint16_t*>(b));
   dnnl::memory mc(p.c, Engine(), c);
-  dnnl::memory ms(p.scratchpad, Engine(), scratch.data());
+  dnnl::memory ms(p.scratchpad, Engine(), aligned);
   std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb},
                                                 {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}};
   if (bias != nullptr) {

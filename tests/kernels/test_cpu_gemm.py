@@ -167,6 +167,29 @@ def test_bfloat16_fast_backward_gradients(subscripts, x_shape, y_shape):
                                rtol=1e-2, atol=1e-2 * float(jnp.max(jnp.abs(want))))
 
 
+def test_builds_without_onednn_and_bfloat16_falls_back_to_xla(tmp_path):
+  """Without the onednn-cpu-gomp packages the library holds the float32 kernel only,
+  and bfloat16 products are XLA's (half_precision_einsum). In a fresh process: a
+  process registers each FFI target once."""
+  code = """if True:
+    import jax, jax.numpy as jnp, numpy as np
+    from perceiver_agents.kernels import cpu_gemm
+    cpu_gemm._onednn = lambda: ('', '')
+    assert cpu_gemm.enabled() and not cpu_gemm.has_bfloat16_kernel()
+    x = jnp.asarray(np.random.RandomState(0).randn(2, 3, 5, 4), jnp.bfloat16)
+    fn = jax.jit(lambda x: cpu_gemm.einsum('bhqd,bhkd->bhqk', x, x))
+    assert 'pa_strided_gemm' not in fn.lower(x).as_text()
+    exact = jnp.einsum('bhqd,bhkd->bhqk', x.astype(jnp.float32), x.astype(jnp.float32))
+    np.testing.assert_allclose(fn(x), exact, rtol=1e-5, atol=1e-5)
+    assert 'pa_strided_gemm' in jax.jit(lambda x: cpu_gemm.einsum(
+        'bhqd,bhkd->bhqk', x, x)).lower(x.astype(jnp.float32)).as_text()
+  """
+  env = dict(os.environ, PERCEIVER_AGENTS_CACHE=str(tmp_path))
+  result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_xla_only_context_restores_the_switch(monkeypatch):
   monkeypatch.delenv('PERCEIVER_AGENTS_CPU_GEMM', raising=False)
   x, y = _arrays((2, 3, 5, 4), (2, 3, 7, 4))
