@@ -98,11 +98,6 @@ def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array) -> jax.Array:
 
 
 def _layer_norm_forward(x, scale, offset):
-  if x.dtype == jnp.bfloat16:
-    # Read in bfloat16: XLA would otherwise move the float32 upcast of the statistics
-    # in front of x's producers (e.g. the concatenation of an image's features and
-    # positions), writing and reading them in float32, twice the bytes.
-    x = jax.lax.optimization_barrier(x)
   x_hat, rstd = _normalise(x)
   out = (x_hat * scale + offset).astype(x.dtype)
   return out, (x_hat.astype(x.dtype), rstd, scale)  # kept in x's dtype
