@@ -61,20 +61,26 @@ class Linear(hk.Linear):
         stddev=1.0 / input_size ** 0.5)
     w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype,
                          init=w_init)
-    if cpu_gemm.in_place_products(inputs, w):  # bias and rounding inside the product
-      b = (hk.get_parameter('b', [self.output_size], inputs.dtype, init=self.b_init)
-           if self.with_bias else jnp.zeros([self.output_size], inputs.dtype))
-      return kernel_layers.dense_bias_bfloat16(inputs, w, b, self._output_dtype(inputs))
-    out = kernel_layers.dense(inputs, w)  # float32 accumulation for bfloat16
-    if self.with_bias:
-      out = out + hk.get_parameter('b', [self.output_size], inputs.dtype,
-                                   init=self.b_init)
-    return out.astype(self._output_dtype(inputs))
+    b = (hk.get_parameter('b', [self.output_size], inputs.dtype, init=self.b_init)
+         if self.with_bias else None)
+    return _dense(inputs, w, b, self._output_dtype(inputs))
 
   def _output_dtype(self, inputs: jax.Array) -> jnp.dtype:
     if self._float32_output:
       return jnp.promote_types(inputs.dtype, jnp.float32)
     return inputs.dtype
+
+
+def _dense(x: jax.Array, w: jax.Array, b: Optional[jax.Array],
+           out_dtype: jnp.dtype) -> jax.Array:
+  """'fast' x [..., Cin] @ w [Cin, Cout] (+ b [Cout]) in out_dtype: one oneDNN product
+  with the bias and rounding inside for bfloat16, else kernels/layers.dense's float32
+  accumulation plus b, cast."""
+  if cpu_gemm.in_place_products(x, w):
+    b = jnp.zeros(w.shape[-1:], x.dtype) if b is None else b
+    return kernel_layers.dense_bias_bfloat16(x, w, b, out_dtype)
+  out = kernel_layers.dense(x, w)
+  return (out if b is None else out + b).astype(out_dtype)
 
 
 class Conv1x1(hk.Conv2D):
@@ -103,11 +109,7 @@ class Conv1x1(hk.Conv2D):
     b = hk.get_parameter('b', [self.output_channels], inputs.dtype, init=self.b_init)
     sh, sw = self.stride
     pixels = inputs[:, ::sh, ::sw]  # 'SAME' padding adds nothing to a 1x1 kernel
-    rows = pixels.reshape(-1, channels)
-    if cpu_gemm.in_place_products(rows, w):
-      out = kernel_layers.dense_bias_bfloat16(rows, w[0, 0], b, inputs.dtype)
-    else:
-      out = (kernel_layers.dense(rows, w[0, 0]) + b).astype(inputs.dtype)
+    out = _dense(pixels.reshape(-1, channels), w[0, 0], b, inputs.dtype)
     return out.reshape(pixels.shape[:-1] + (self.output_channels,))
 
 

@@ -28,7 +28,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -158,31 +157,42 @@ struct Piece {
   dnnl::matmul matmul;
 };
 
-const Piece& GetPiece(const Dims& d, int64_t nb, int64_t nh, int64_t n) {
+// The piece for `key`, created on first use: `describe` fills a new Piece's memory
+// descriptors (bias: zero for none); its primitive takes the caller's scratchpad, as
+// one primitive runs on several threads at once. One cache per Key type.
+template <typename Key, typename Describe>
+const Piece& CachedPiece(const Key& key, Describe describe) {
   static std::mutex mu;
-  static std::map<Shape, std::unique_ptr<Piece>> cache;
-  const Shape key = {nb, nh, d.m, n, d.k, d.trans_a, d.trans_b, d.lda, d.ldb, d.ldc,
-                     d.a_b, d.a_h, d.b_b, d.b_h, d.c_b, d.c_h};
+  static std::map<Key, std::unique_ptr<Piece>> cache;
   SingleThreaded();
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<Piece>& piece = cache[key];
   if (piece == nullptr) {
-    using dt = dnnl::memory::data_type;
     auto p = std::make_unique<Piece>();
-    p->a = d.trans_a ? Desc(dt::bf16, nb, nh, d.m, d.k, d.a_b, d.a_h, 1, d.lda)
-                     : Desc(dt::bf16, nb, nh, d.m, d.k, d.a_b, d.a_h, d.lda, 1);
-    p->b = d.trans_b ? Desc(dt::bf16, nb, nh, d.k, n, d.b_b, d.b_h, 1, d.ldb)
-                     : Desc(dt::bf16, nb, nh, d.k, n, d.b_b, d.b_h, d.ldb, 1);
-    p->c = Desc(dt::f32, nb, nh, d.m, n, d.c_b, d.c_h, d.ldc, 1);
-    // The caller's scratchpad: one primitive runs on several threads at once.
+    describe(p.get());
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::matmul::primitive_desc pd(Engine(), p->a, p->b, p->c, attr);
+    auto pd = p->bias.is_zero()
+                  ? dnnl::matmul::primitive_desc(Engine(), p->a, p->b, p->c, attr)
+                  : dnnl::matmul::primitive_desc(Engine(), p->a, p->b, p->bias, p->c, attr);
     p->scratchpad = pd.scratchpad_desc();
     p->matmul = dnnl::matmul(pd);
     piece = std::move(p);
   }
   return *piece;
+}
+
+const Piece& GetPiece(const Dims& d, int64_t nb, int64_t nh, int64_t n) {
+  const Shape key = {nb, nh, d.m, n, d.k, d.trans_a, d.trans_b, d.lda, d.ldb, d.ldc,
+                     d.a_b, d.a_h, d.b_b, d.b_h, d.c_b, d.c_h};
+  return CachedPiece(key, [&](Piece* p) {
+    using dt = dnnl::memory::data_type;
+    p->a = d.trans_a ? Desc(dt::bf16, nb, nh, d.m, d.k, d.a_b, d.a_h, 1, d.lda)
+                     : Desc(dt::bf16, nb, nh, d.m, d.k, d.a_b, d.a_h, d.lda, 1);
+    p->b = d.trans_b ? Desc(dt::bf16, nb, nh, d.k, n, d.b_b, d.b_h, 1, d.ldb)
+                     : Desc(dt::bf16, nb, nh, d.k, n, d.b_b, d.b_h, d.ldb, 1);
+    p->c = Desc(dt::f32, nb, nh, d.m, n, d.c_b, d.c_h, d.ldc, 1);
+  });
 }
 
 void RunPiece(const Piece& p, const uint16_t* a, const uint16_t* b, void* c,
@@ -258,35 +268,18 @@ ffi::Error StridedGemmBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> a,
 // A dense layer's forward: out [R, N] = x [R, K] @ w [K, N] + bias [N], bfloat16 operands
 // and bias, float32 accumulation, the output rounded to bfloat16 or kept in float32 (its
 // dtype says which) inside oneDNN, with the bias added first. Pieces: row blocks.
-struct DenseKey {
-  int64_t rows, n, k, out_f32;
-  bool operator<(const DenseKey& o) const {
-    return std::tie(rows, n, k, out_f32) < std::tie(o.rows, o.n, o.k, o.out_f32);
-  }
-};
+// Rows, N, K and whether the output is float32.
+using DenseKey = std::array<int64_t, 4>;
 
 const Piece& GetDensePiece(const DenseKey& key) {
-  static std::mutex mu;
-  static std::map<DenseKey, std::unique_ptr<Piece>> cache;
-  SingleThreaded();
-  std::lock_guard<std::mutex> lock(mu);
-  std::unique_ptr<Piece>& piece = cache[key];
-  if (piece == nullptr) {
+  return CachedPiece(key, [&](Piece* p) {
     using dt = dnnl::memory::data_type;
-    auto p = std::make_unique<Piece>();
-    p->a = dnnl::memory::desc({key.rows, key.k}, dt::bf16, {key.k, 1});
-    p->b = dnnl::memory::desc({key.k, key.n}, dt::bf16, {key.n, 1});
-    p->c = dnnl::memory::desc({key.rows, key.n}, key.out_f32 ? dt::f32 : dt::bf16,
-                              {key.n, 1});
-    p->bias = dnnl::memory::desc({1, key.n}, dt::bf16, {key.n, 1});
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::matmul::primitive_desc pd(Engine(), p->a, p->b, p->bias, p->c, attr);
-    p->scratchpad = pd.scratchpad_desc();
-    p->matmul = dnnl::matmul(pd);
-    piece = std::move(p);
-  }
-  return *piece;
+    const auto [rows, n, k, out_f32] = key;
+    p->a = dnnl::memory::desc({rows, k}, dt::bf16, {k, 1});
+    p->b = dnnl::memory::desc({k, n}, dt::bf16, {n, 1});
+    p->c = dnnl::memory::desc({rows, n}, out_f32 ? dt::f32 : dt::bf16, {n, 1});
+    p->bias = dnnl::memory::desc({1, n}, dt::bf16, {n, 1});
+  });
 }
 
 ffi::Error DenseBf16(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x,
