@@ -172,6 +172,25 @@ def test_dense_bias_kernel_matches_dense_plus_bias(out_dtype):
                                rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(e))))
 
 
+@pytest.mark.skipif(not cpu_gemm.has_bfloat16_kernel(), reason='no oneDNN bfloat16 kernel')
+def test_reused_pieces_read_each_calls_buffers():
+  """Each thread keeps a piece's oneDNN memory objects and points them at every call's
+  buffers: calls of the same shapes, with other shapes in between, read their own."""
+  dense = jax.jit(lambda x, w, b: kernel_layers.dense_bias_bfloat16(x, w, b, jnp.float32))
+  strided = jax.jit(lambda x, y: cpu_gemm.einsum('bqhd,bkhd->bhqk', x, y))
+  for seed in range(4):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 5)
+    rows = 130 + 70 * (seed % 2)  # two row counts: two sets of pieces, interleaved
+    x, w, b = (jax.random.normal(k, s).astype(jnp.bfloat16) for k, s in zip(
+        keys, [(rows, 24), (24, 40), (40,)]))
+    q, k = (jax.random.normal(key, (2, 9, 3, 8)).astype(jnp.bfloat16) for key in keys[3:])
+    f32 = lambda a: a.astype(jnp.float32)
+    np.testing.assert_allclose(dense(x, w, b), f32(x) @ f32(w) + f32(b), rtol=1e-5,
+                               atol=1e-4)
+    np.testing.assert_allclose(strided(q, k), jnp.einsum('bqhd,bkhd->bhqk', f32(q), f32(k)),
+                               rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize('impl', kernels.IMPLEMENTATIONS)
 def test_last_projections_return_float32_for_bfloat16_inputs(impl):
   """The decoders' output layer and the tied embedding decoder hand the loss float32
