@@ -195,47 +195,35 @@ const Piece& GetPiece(const Dims& d, int64_t nb, int64_t nh, int64_t n) {
   });
 }
 
-// A piece's memory objects and argument map on one thread, made once: each call only
-// points them at its buffers (a call is a few microseconds, and allocating these
-// every time cost as much again for attention's small products).
-struct BoundPiece {
-  dnnl::memory a, b, c, scratchpad, bias;
-  std::unordered_map<int, dnnl::memory> args;
-};
-
 void RunPiece(const Piece& p, const uint16_t* a, const uint16_t* b, void* c,
               const uint16_t* bias = nullptr) {
   SingleThreaded();
   thread_local dnnl::stream stream(Engine());
   thread_local std::vector<uint8_t> scratch;
-  thread_local std::unordered_map<const Piece*, BoundPiece> bound;  // pieces live forever
+  // Each piece's arguments on this thread, made once (pieces live as long as the
+  // process); a call only points them at its buffers. Making the memory objects and
+  // the map on every call cost about as much as one of attention's small products.
+  thread_local std::unordered_map<const Piece*, std::unordered_map<int, dnnl::memory>> bound;
   // 64-byte aligned, as oneDNN lays out its buffers from the scratchpad's start.
   if (scratch.size() < p.scratchpad.get_size() + 64) {
     scratch.resize(p.scratchpad.get_size() + 64);
   }
   void* aligned = scratch.data() + (-reinterpret_cast<uintptr_t>(scratch.data()) & 63);
-  auto found = bound.find(&p);
-  if (found == bound.end()) {
-    BoundPiece m;
-    m.a = dnnl::memory(p.a, Engine(), aligned);
-    m.b = dnnl::memory(p.b, Engine(), aligned);
-    m.c = dnnl::memory(p.c, Engine(), aligned);
-    m.scratchpad = dnnl::memory(p.scratchpad, Engine(), aligned);
-    m.args = {{DNNL_ARG_SRC, m.a}, {DNNL_ARG_WEIGHTS, m.b}, {DNNL_ARG_DST, m.c},
-              {DNNL_ARG_SCRATCHPAD, m.scratchpad}};
-    if (!p.bias.is_zero()) {
-      m.bias = dnnl::memory(p.bias, Engine(), aligned);
-      m.args.emplace(DNNL_ARG_BIAS, m.bias);
-    }
-    found = bound.emplace(&p, std::move(m)).first;
+  auto& args = bound[&p];
+  if (args.empty()) {
+    const auto unbound = [&](const dnnl::memory::desc& desc) {
+      return dnnl::memory(desc, Engine(), DNNL_MEMORY_NONE);
+    };
+    args = {{DNNL_ARG_SRC, unbound(p.a)}, {DNNL_ARG_WEIGHTS, unbound(p.b)},
+            {DNNL_ARG_DST, unbound(p.c)}, {DNNL_ARG_SCRATCHPAD, unbound(p.scratchpad)}};
+    if (!p.bias.is_zero()) args.emplace(DNNL_ARG_BIAS, unbound(p.bias));
   }
-  BoundPiece& m = found->second;
-  m.a.set_data_handle(const_cast<uint16_t*>(a));
-  m.b.set_data_handle(const_cast<uint16_t*>(b));
-  m.c.set_data_handle(c);
-  m.scratchpad.set_data_handle(aligned);
-  if (bias != nullptr) m.bias.set_data_handle(const_cast<uint16_t*>(bias));
-  p.matmul.execute(stream, m.args);
+  args.at(DNNL_ARG_SRC).set_data_handle(const_cast<uint16_t*>(a));
+  args.at(DNNL_ARG_WEIGHTS).set_data_handle(const_cast<uint16_t*>(b));
+  args.at(DNNL_ARG_DST).set_data_handle(c);
+  args.at(DNNL_ARG_SCRATCHPAD).set_data_handle(aligned);
+  if (!p.bias.is_zero()) args.at(DNNL_ARG_BIAS).set_data_handle(const_cast<uint16_t*>(bias));
+  p.matmul.execute(stream, args);
   stream.wait();
 }
 
